@@ -1,0 +1,1 @@
+"""Arbiter api package."""

@@ -1,0 +1,1 @@
+"""Arbiter k8s package."""

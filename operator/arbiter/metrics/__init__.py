@@ -1,0 +1,1 @@
+"""Arbiter metrics package."""

@@ -1,0 +1,1 @@
+"""Arbiter router package."""
