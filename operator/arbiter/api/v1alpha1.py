@@ -1,0 +1,635 @@
+"""ModelExperiment (arbiter.dev/v1alpha1): the spec and status types, single source of the CRD.
+
+Every rule here exists twice on purpose: as a CEL ``x-kubernetes-validations`` rule, so the API
+server rejects a bad object with a field-level message, and as a pydantic validator, so the operator
+never acts on an object that slipped past an older CRD. ``tests/unit/api`` checks both agree.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic.alias_generators import to_camel
+
+JsonDict = dict[str, JsonValue]
+
+GROUP = "arbiter.dev"
+VERSION = "v1alpha1"
+KIND = "ModelExperiment"
+PLURAL = "modelexperiments"
+SINGULAR = "modelexperiment"
+SHORT_NAMES = ["mexp"]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+MAX_CHALLENGERS = 10
+MAX_STEPS = 20
+MAX_METRICS = 20
+MAX_QUERY_LENGTH = 4096
+MAX_NAME_LENGTH = 63
+MAX_HISTORY = 50
+
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Parse a Kubernetes-style duration such as ``30s``, ``10m``, ``1h30m`` or ``250ms``.
+
+    Returns:
+        The duration in seconds.
+
+    Raises:
+        ValueError: the text is not a duration.
+    """
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"invalid duration {text!r}: use e.g. 30s, 10m, 1h30m")
+    return sum(float(value) * _UNIT_SECONDS[unit] for value, unit in _DURATION_PART.findall(text))
+
+
+Duration = Annotated[
+    str,
+    Field(pattern=DURATION_PATTERN, max_length=32),
+]
+VariantName = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, min_length=1, max_length=MAX_NAME_LENGTH)]
+ObjectName = Annotated[str, Field(min_length=1, max_length=253)]
+Query = Annotated[str, Field(min_length=1, max_length=MAX_QUERY_LENGTH)]
+
+
+class _Model(BaseModel):
+    """Base for every API type: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        use_enum_values=False,
+    )
+
+
+def _cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
+    """One ``x-kubernetes-validations`` entry."""
+    entry: JsonDict = {"rule": rule, "message": message}
+    if field_path is not None:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class Mode(StrEnum):
+    """How the challengers receive traffic."""
+
+    CANARY = "Canary"
+    SHADOW = "Shadow"
+    AB_TEST = "ABTest"
+
+
+class RoutingProviderName(StrEnum):
+    """What carries the traffic."""
+
+    ROUTER = "Router"
+    GATEWAY_API = "GatewayAPI"
+    ISTIO = "Istio"
+    REPLICAS = "Replicas"
+
+
+class MetricType(StrEnum):
+    """How a metric is aggregated and tested."""
+
+    PROPORTION = "Proportion"
+    MEAN = "Mean"
+
+
+class Direction(StrEnum):
+    """Which way is better for a metric."""
+
+    INCREASE = "Increase"
+    DECREASE = "Decrease"
+
+
+class TestMethod(StrEnum):
+    """The significance test used for the primary and secondary metrics."""
+
+    SEQUENTIAL = "Sequential"
+    FIXED_HORIZON = "FixedHorizon"
+    GROUP_SEQUENTIAL = "GroupSequential"
+
+
+class OnWin(StrEnum):
+    """What to do when a challenger wins."""
+
+    PROMOTE = "Promote"
+    PAUSE = "Pause"
+
+
+class OnLoss(StrEnum):
+    """What to do when a challenger loses."""
+
+    ROLLBACK = "Rollback"
+    PAUSE = "Pause"
+
+
+class OnTimeout(StrEnum):
+    """What to do when maxDuration passes without a decision."""
+
+    KEEP_CHAMPION = "KeepChampion"
+    PAUSE = "Pause"
+
+
+class Phase(StrEnum):
+    """Where an experiment is in its life."""
+
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    PAUSED = "Paused"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    CONCLUDED = "Concluded"
+    FAILED = "Failed"
+
+
+TERMINAL_PHASES = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK, Phase.CONCLUDED, Phase.FAILED})
+
+
+class Variant(_Model):
+    """A model variant: a Deployment (and the Service in front of it) in the experiment's namespace."""
+
+    name: VariantName = Field(
+        description="Variant name, a DNS label. It is the value of the `variant` label in metric queries "
+        "({{variant}}) and the key of status.weights."
+    )
+    deployment: ObjectName = Field(description="Name of the Deployment serving this variant, same namespace.")
+    service: ObjectName | None = Field(
+        default=None,
+        description="Name of the Service in front of the Deployment. Required by the Router, GatewayAPI "
+        "and Istio providers; the Replicas provider shares one Service across variants.",
+    )
+
+
+class Stickiness(_Model):
+    """Consistent-hash key for sticky assignment of users to variants."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!(has(self.header) && has(self.cookie))",
+                    "set either header or cookie, not both",
+                )
+            ]
+        }
+    )
+
+    header: Annotated[str, Field(max_length=256)] | None = Field(
+        default=None, description="Request header whose value is the hash key, e.g. x-user-id."
+    )
+    cookie: Annotated[str, Field(max_length=256)] | None = Field(
+        default=None,
+        description="Cookie whose value is the hash key. Requests without the key are assigned at random.",
+    )
+
+    @model_validator(mode="after")
+    def _one_key(self) -> Stickiness:
+        if self.header is not None and self.cookie is not None:
+            raise ValueError("set either header or cookie, not both")
+        return self
+
+
+class RouterRouting(_Model):
+    """Settings of the built-in Arbiter router provider."""
+
+    config_map: ObjectName = Field(
+        description="ConfigMap (same namespace) the operator writes the router's routes.yaml into; "
+        "`arbiter router --configmap NAMESPACE/NAME` watches it."
+    )
+
+
+class GatewayAPIRouting(_Model):
+    """Settings of the Gateway API provider."""
+
+    http_route: ObjectName = Field(
+        description="HTTPRoute (same namespace) whose backendRefs weights are set."
+    )
+
+
+class IstioRouting(_Model):
+    """Settings of the Istio provider."""
+
+    virtual_service: ObjectName = Field(
+        description="VirtualService (same namespace) whose route weights are set."
+    )
+    route: Annotated[str, Field(max_length=253)] | None = Field(
+        default=None,
+        description="Name of the HTTP route inside the VirtualService to manage; the first route when unset.",
+    )
+
+
+class ShadowRouting(_Model):
+    """Traffic mirroring for mode Shadow."""
+
+    percent: int = Field(
+        default=100,
+        ge=0,
+        le=100,
+        description="Share of champion traffic mirrored to the challenger, in percent.",
+    )
+    timeout_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="Timeout of a mirrored request; it never delays the champion."
+    )
+
+
+class Routing(_Model):
+    """Which provider carries the traffic, and its settings."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.provider != 'Router' || has(self.router)",
+                    "provider Router needs spec.routing.router",
+                    ".router",
+                ),
+                _cel(
+                    "self.provider != 'GatewayAPI' || has(self.gatewayAPI)",
+                    "provider GatewayAPI needs spec.routing.gatewayAPI",
+                    ".gatewayAPI",
+                ),
+                _cel(
+                    "self.provider != 'Istio' || has(self.istio)",
+                    "provider Istio needs spec.routing.istio",
+                    ".istio",
+                ),
+            ]
+        }
+    )
+
+    provider: RoutingProviderName = Field(
+        description="What carries the traffic: Router (Arbiter's own router), GatewayAPI (HTTPRoute weights), "
+        "Istio (VirtualService weights) or Replicas (replica counts behind one Service)."
+    )
+    stickiness: Stickiness | None = Field(
+        default=None, description="Sticky assignment of users to variants by a header or cookie."
+    )
+    router: RouterRouting | None = Field(default=None, description="Settings for provider Router.")
+    gateway_api: GatewayAPIRouting | None = Field(
+        default=None, alias="gatewayAPI", description="Settings for provider GatewayAPI."
+    )
+    istio: IstioRouting | None = Field(default=None, description="Settings for provider Istio.")
+    shadow: ShadowRouting | None = Field(default=None, description="Mirroring settings for mode Shadow.")
+
+    @model_validator(mode="after")
+    def _provider_block(self) -> Routing:
+        blocks = {
+            RoutingProviderName.ROUTER: ("router", self.router),
+            RoutingProviderName.GATEWAY_API: ("gatewayAPI", self.gateway_api),
+            RoutingProviderName.ISTIO: ("istio", self.istio),
+        }
+        if self.provider in blocks:
+            field, block = blocks[self.provider]
+            if block is None:
+                raise ValueError(f"provider {self.provider.value} needs spec.routing.{field}")
+        return self
+
+
+class Step(_Model):
+    """One canary step: the challengers' share of traffic and how long to hold it."""
+
+    weight: int = Field(
+        gt=0,
+        le=100,
+        description="Challenger traffic share in percent, 0 < weight <= 100. With several challengers each "
+        "gets an equal part of it.",
+    )
+    min_duration: Duration | None = Field(
+        default=None, description="Hold the step at least this long (Kubernetes duration, e.g. 10m)."
+    )
+    min_samples: int | None = Field(
+        default=None, ge=0, description="Hold the step until every variant has at least this many samples."
+    )
+
+
+class PrometheusSource(_Model):
+    """Where metrics are read from."""
+
+    url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^https?://")] = Field(
+        description="Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090."
+    )
+    timeout: Duration = Field(default="10s", description="Timeout of every query.")
+
+
+class Guardrail(_Model):
+    """A per-variant health check; a breach is a value outside [min, max]."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("has(self.min) || has(self.max)", "a guardrail needs min or max (or both)"),
+                _cel(
+                    "!has(self.min) || !has(self.max) || self.min <= self.max",
+                    "min must not exceed max",
+                    ".min",
+                ),
+            ]
+        }
+    )
+
+    name: VariantName = Field(description="Guardrail name, unique in the experiment.")
+    query: Query = Field(
+        description="PromQL query returning one value; {{experiment}}, {{namespace}} and {{variant}} are "
+        "substituted."
+    )
+    min: float | None = Field(default=None, description="Lowest healthy value.")
+    max: float | None = Field(default=None, description="Highest healthy value.")
+    failure_limit: int = Field(
+        default=1, ge=1, le=1000, description="Consecutive breaches that trigger a rollback."
+    )
+    critical: bool = Field(default=False, description="Roll back on the first breach, ignoring failureLimit.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Guardrail:
+        if self.min is None and self.max is None:
+            raise ValueError("a guardrail needs min or max (or both)")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("min must not exceed max")
+        return self
+
+
+class Metric(_Model):
+    """An outcome metric compared between champion and challengers with a significance test."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "self.type != 'Proportion' || (has(self.successes) && has(self.trials))",
+                    "type Proportion needs the successes and trials queries",
+                ),
+                _cel(
+                    "self.type != 'Mean' || (has(self.count) && has(self.sum) && has(self.sumSquares))",
+                    "type Mean needs the count, sum and sumSquares queries",
+                ),
+            ]
+        }
+    )
+
+    name: VariantName = Field(description="Metric name, unique in the experiment.")
+    type: MetricType = Field(
+        description="Proportion (successes/trials queries) or Mean (count/sum/sumSquares queries)."
+    )
+    successes: Query | None = Field(default=None, description="Proportion: cumulative successes query.")
+    trials: Query | None = Field(default=None, description="Proportion: cumulative trials query.")
+    count: Query | None = Field(default=None, description="Mean: cumulative observation count query.")
+    sum: Query | None = Field(default=None, description="Mean: cumulative sum of values query.")
+    sum_squares: Query | None = Field(
+        default=None, description="Mean: cumulative sum of squared values query."
+    )
+    direction: Direction = Field(
+        default=Direction.INCREASE, description="Which way is better: Increase or Decrease."
+    )
+    minimum_detectable_effect: float = Field(
+        gt=0,
+        description="Smallest relative change worth detecting (0.05 = 5%); sizes the test and the sequential "
+        "mixing variance.",
+    )
+
+    @model_validator(mode="after")
+    def _queries(self) -> Metric:
+        if self.type is MetricType.PROPORTION and (self.successes is None or self.trials is None):
+            raise ValueError("type Proportion needs the successes and trials queries")
+        if self.type is MetricType.MEAN and (
+            self.count is None or self.sum is None or self.sum_squares is None
+        ):
+            raise ValueError("type Mean needs the count, sum and sumSquares queries")
+        return self
+
+
+class TestConfig(_Model):
+    """The significance test."""
+
+    __test__ = False  # not a pytest class
+
+    method: TestMethod = Field(
+        default=TestMethod.SEQUENTIAL,
+        description="Sequential (always-valid p-values, safe to look every tick), FixedHorizon (decide only at "
+        "the planned sample size) or GroupSequential (alpha spending).",
+    )
+    alpha: float = Field(
+        default=0.05, gt=0, lt=1, description="Family-wise false positive rate, 0 < alpha < 1."
+    )
+    power: float = Field(
+        default=0.8, gt=0, lt=1, description="Power at the minimum detectable effect, 0 < power < 1."
+    )
+
+
+class SampleRatioMismatch(_Model):
+    """Chi-square check that observed traffic matches the configured split."""
+
+    p_value_threshold: float = Field(
+        default=0.001, gt=0, lt=1, description="Pause when the SRM chi-square p-value falls below this."
+    )
+
+
+class Analysis(_Model):
+    """How and from where the experiment is judged."""
+
+    interval: Duration = Field(
+        default="30s", description="How often metrics are read and a decision is made."
+    )
+    prometheus: PrometheusSource = Field(description="The Prometheus server to query.")
+    guardrails: Annotated[list[Guardrail], Field(max_length=MAX_METRICS)] = Field(
+        default_factory=list, description="Per-variant health checks; a breach counts toward a rollback."
+    )
+    primary: Metric | None = Field(
+        default=None, description="The metric that decides promotion or rollback. Required in mode ABTest."
+    )
+    secondary: Annotated[list[Metric], Field(max_length=MAX_METRICS)] = Field(
+        default_factory=list,
+        description="Metrics reported with multiplicity-corrected p-values; they never decide alone.",
+    )
+    test: TestConfig = Field(default_factory=TestConfig, description="The significance test.")
+    sample_ratio_mismatch: SampleRatioMismatch = Field(
+        default_factory=SampleRatioMismatch, description="Sample-ratio mismatch check."
+    )
+
+
+class DecisionPolicy(_Model):
+    """What to do with the verdict."""
+
+    on_win: OnWin = Field(default=OnWin.PROMOTE, description="Promote, or Pause for a manual promote.")
+    on_loss: OnLoss = Field(default=OnLoss.ROLLBACK, description="Rollback, or Pause for a human to look.")
+    max_duration: Duration = Field(default="168h", description="Longest the experiment may run.")
+    on_timeout: OnTimeout = Field(
+        default=OnTimeout.KEEP_CHAMPION,
+        description="KeepChampion (champion 100%, phase Concluded) or Pause when maxDuration passes.",
+    )
+
+
+_SPEC_RULES: list[JsonValue] = [
+    _cel(
+        "self.challengers.all(c, c.name != self.champion.name)",
+        "a challenger's name must differ from the champion's",
+        ".challengers",
+    ),
+    _cel(
+        "self.mode != 'Canary' || (has(self.steps) && size(self.steps) > 0)",
+        "mode Canary needs at least one step",
+        ".steps",
+    ),
+    _cel(
+        "!has(self.steps) || [" + ",".join(str(i) for i in range(MAX_STEPS - 1)) + "].all(i, "
+        "i >= size(self.steps) - 1 || self.steps[i].weight < self.steps[i + 1].weight)",
+        "step weights must be strictly increasing",
+        ".steps",
+    ),
+    _cel(
+        "self.mode != 'ABTest' || has(self.analysis.primary)",
+        "mode ABTest needs spec.analysis.primary",
+        ".analysis",
+    ),
+    _cel(
+        "self.routing.provider == 'Replicas' || "
+        "(has(self.champion.service) && self.challengers.all(c, has(c.service)))",
+        "every variant needs a service unless the provider is Replicas",
+        ".routing.provider",
+    ),
+]
+
+
+class ModelExperimentSpec(_Model):
+    """The desired experiment: champion, challengers, traffic, analysis and decision policy."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _SPEC_RULES})
+
+    mode: Mode = Field(
+        default=Mode.CANARY,
+        description="Canary (weighted steps), Shadow (mirrored traffic, challenger serves nobody) or ABTest "
+        "(fixed sticky split).",
+    )
+    champion: Variant = Field(description="The model in production.")
+    challengers: Annotated[list[Variant], Field(min_length=1, max_length=MAX_CHALLENGERS)] = Field(
+        description="One or more challengers; names unique and never equal to the champion's."
+    )
+    routing: Routing = Field(description="What carries the traffic.")
+    steps: Annotated[list[Step], Field(max_length=MAX_STEPS)] | None = Field(
+        default=None,
+        description="Canary steps: challenger traffic share in percent, strictly increasing, 0 < weight <= 100. "
+        "ABTest uses the last step's weight (50 when unset).",
+    )
+    analysis: Analysis = Field(description="Metrics, guardrails and the significance test.")
+    decision: DecisionPolicy = Field(
+        default_factory=DecisionPolicy, description="What to do with the verdict."
+    )
+    paused: bool = Field(default=False, description="Freeze the experiment where it is; set false to resume.")
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> ModelExperimentSpec:
+        names = [c.name for c in self.challengers]
+        if self.champion.name in names:
+            raise ValueError("a challenger's name must differ from the champion's")
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"challenger names must be unique: {', '.join(duplicates)}")
+        if self.mode is Mode.CANARY and not self.steps:
+            raise ValueError("mode Canary needs at least one step")
+        weights = [s.weight for s in self.steps or []]
+        if any(a >= b for a, b in itertools.pairwise(weights)):
+            raise ValueError("step weights must be strictly increasing")
+        if self.mode is Mode.AB_TEST and self.analysis.primary is None:
+            raise ValueError("mode ABTest needs spec.analysis.primary")
+        if self.routing.provider is not RoutingProviderName.REPLICAS:
+            missing = [v.name for v in self.variants if v.service is None]
+            if missing:
+                raise ValueError(
+                    f"every variant needs a service unless the provider is Replicas (missing: {', '.join(missing)})"
+                )
+        for kind, items in (
+            ("guardrail", self.analysis.guardrails),
+            ("secondary metric", self.analysis.secondary),
+        ):
+            item_names = [g.name for g in items]
+            dupes = sorted({n for n in item_names if item_names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{kind} names must be unique: {', '.join(dupes)}")
+        return self
+
+    @property
+    def variants(self) -> list[Variant]:
+        """The champion first, then the challengers in spec order."""
+        return [self.champion, *self.challengers]
+
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+class Condition(_Model):
+    """A standard metav1.Condition."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: Annotated[str, Field(max_length=316)] = Field(description="Condition type, e.g. Ready.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: Annotated[str, Field(max_length=1024)] = Field(default="", description="CamelCase reason.")
+    message: Annotated[str, Field(max_length=32768)] = Field(default="", description="Human readable detail.")
+    last_transition_time: str | None = Field(
+        default=None, description="When the status last changed (RFC 3339)."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The generation the condition is about."
+    )
+
+
+class Transition(_Model):
+    """One entry of the phase/step history."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    time: str = Field(description="When it happened (RFC 3339).")
+    from_: str = Field(alias="from", description="Phase (and step) before.")
+    to: str = Field(description="Phase (and step) after.")
+    reason: str = Field(default="", description="Why.")
+
+
+class DecisionRecord(_Model):
+    """The last decision and the human reason behind it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    outcome: str = Field(description="e.g. Waiting, Advance, Hold, Promote, Rollback, Pause, Conclude.")
+    reason: str = Field(default="", description="Why, with the numbers behind it.")
+    time: str | None = Field(default=None, description="When (RFC 3339).")
+
+
+class ModelExperimentStatus(_Model):
+    """What the operator observed and decided. Everything needed to resume lives here."""
+
+    model_config = ConfigDict(extra="ignore", frozen=False)
+
+    phase: Phase | None = Field(
+        default=None, description="Pending, Progressing, Paused, Promoted, RolledBack, Concluded or Failed."
+    )
+    observed_generation: int | None = Field(default=None, description="The spec generation last acted on.")
+    current_step: int | None = Field(default=None, description="Index of the current step (0-based).")
+    weights: dict[str, int] | None = Field(default=None, description="Traffic percent per variant.")
+    challenger_weight: int | None = Field(default=None, description="Total challenger traffic percent.")
+    started_at: str | None = Field(default=None, description="When the experiment started progressing.")
+    step_started_at: str | None = Field(default=None, description="When the current step started.")
+    message: str | None = Field(default=None, description="Human summary of the current state.")
+    decision: DecisionRecord | None = Field(default=None, description="The last decision.")
+    history: Annotated[list[Transition], Field(max_length=MAX_HISTORY)] | None = Field(
+        default=None, description=f"The last {MAX_HISTORY} transitions."
+    )
+    conditions: list[Condition] | None = Field(default=None, description="Standard conditions.")
+
+
+def parse_spec(spec: dict[str, Any]) -> ModelExperimentSpec:
+    """Validate a raw ``spec`` mapping (as stored in the API server) into the typed spec.
+
+    Raises:
+        pydantic.ValidationError: with a field path for every problem.
+    """
+    return ModelExperimentSpec.model_validate(spec)
