@@ -21,9 +21,9 @@ def load() -> None:
         if _loaded:
             return
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
-            config.load_incluster_config()
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
         else:
-            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
         _loaded = True
 
 
