@@ -197,8 +197,18 @@ class Prometheus:
         The config is reloaded before this returns; use :meth:`wait_for_target_up` to wait for
         the first successful scrape.
         """
+        previous = self._jobs.get(job)
         self._jobs[job] = ScrapeJob(job, tuple(targets), scrape_interval, metrics_path)
-        self._reload()
+        try:
+            self._reload()
+        except PrometheusError:
+            # Put the last good config back, so a bad job never poisons later reloads or restarts.
+            if previous is None:
+                del self._jobs[job]
+            else:
+                self._jobs[job] = previous
+            self._write_config()
+            raise
 
     def remove_target(self, job: str) -> None:
         """Stop scraping job ``job`` (no error if it is unknown)."""
