@@ -1,0 +1,449 @@
+"""The model router: weighted sticky routing, judged shadow traffic, outcome feedback.
+
+One `Router` serves the proxy port and (optionally) the metrics port from one event loop. Its
+routes live in an immutable `_Routes` snapshot that is swapped in one assignment, so a reload is
+atomic: a request uses the snapshot it started with from start to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from arbiter.router.assign import Assigner
+from arbiter.router.compare import bodies_agree
+from arbiter.router.config import RouterConfig, RouterConfigError, parse_routes_yaml
+from arbiter.router.metrics import RouterMetrics
+from arbiter.router.upstream import UpstreamClient, UpstreamError, UpstreamResponse, strip_hop_by_hop
+
+__all__ = ["FEEDBACK_PATH", "VARIANT_HEADER", "Router"]
+
+log = logging.getLogger("arbiter.router")
+
+VARIANT_HEADER = "x-arbiter-variant"
+REQUEST_ID_HEADER = "x-request-id"
+FEEDBACK_PATH = "/feedback"
+_FEEDBACK_MAX_BYTES = 64 * 1024
+_NO_VARIANT = "none"
+# Enough to attribute feedback that arrives minutes after the request at thousands of req/s.
+_REQUEST_ID_MEMORY = 100_000
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class _Routes:
+    """Everything a request needs from one configuration, precomputed."""
+
+    config: RouterConfig
+    experiment: str
+    assigner: Assigner
+    urls: dict[str, str]
+    champion: str
+    sticky_header: str | None
+    sticky_cookie: str | None
+    shadow_variant: str | None
+    shadow_fraction: float
+    shadow_timeout: float
+    shadow_max_concurrent: int
+    shadow_tolerance: float
+    max_body_bytes: int
+    upstream_timeout: float
+
+    @classmethod
+    def build(cls, config: RouterConfig) -> _Routes:
+        shadow = config.shadow
+        return cls(
+            config=config,
+            experiment=config.experiment,
+            assigner=Assigner(config.experiment, [(v.name, v.weight) for v in config.served_variants]),
+            urls={v.name: v.url for v in config.variants},
+            champion=config.champion_name,
+            sticky_header=config.stickiness.header if config.stickiness else None,
+            sticky_cookie=config.stickiness.cookie if config.stickiness else None,
+            shadow_variant=shadow.variant if shadow and shadow.percent > 0 else None,
+            shadow_fraction=shadow.percent / 100.0 if shadow else 0.0,
+            shadow_timeout=shadow.timeout_seconds if shadow else 0.0,
+            shadow_max_concurrent=shadow.max_concurrent if shadow else 0,
+            shadow_tolerance=shadow.compare.numeric_tolerance if shadow else 0.0,
+            max_body_bytes=config.limits.max_body_bytes,
+            upstream_timeout=config.limits.upstream_timeout_seconds,
+        )
+
+    def describe(self) -> str:
+        weights = ",".join(f"{name}:{weight:g}" for name, weight in self.assigner.weights)
+        if self.sticky_header:
+            sticky = f"header {self.sticky_header}"
+        elif self.sticky_cookie:
+            sticky = f"cookie {self.sticky_cookie}"
+        else:
+            sticky = "random"
+        shadow = f"{self.shadow_variant} {self.shadow_fraction * 100:g}%" if self.shadow_variant else "off"
+        return (
+            f"experiment={self.experiment} weights={weights} champion={self.champion}"
+            f" assignment={sticky} shadow={shadow}"
+        )
+
+
+def _json_response(status: int, payload: dict[str, Any]) -> web.Response:
+    return web.Response(status=status, body=json.dumps(payload).encode(), content_type="application/json")
+
+
+class Router:
+    """Arbiter's model router.
+
+    Args:
+        metrics: where to count; a fresh registry by default.
+        upstream: the upstream connection pool; a new one by default.
+    """
+
+    def __init__(
+        self, *, metrics: RouterMetrics | None = None, upstream: UpstreamClient | None = None
+    ) -> None:
+        self.metrics = metrics if metrics is not None else RouterMetrics()
+        self._upstream = upstream if upstream is not None else UpstreamClient()
+        self._routes: _Routes | None = None
+        self._shadow_in_flight = 0
+        self._background: set[asyncio.Task[None]] = set()
+        self._request_variants: OrderedDict[str, str] = OrderedDict()
+        self._runners: list[web.BaseRunner] = []
+        self._random = random.Random()
+
+    # -- configuration -------------------------------------------------------------------------
+
+    @property
+    def config(self) -> RouterConfig | None:
+        """The configuration in force, or None before the first good one."""
+        return self._routes.config if self._routes is not None else None
+
+    def apply_config(self, config: RouterConfig, source: str = "") -> None:
+        """Switch to `config` at once; requests already in flight finish on the old routes."""
+        routes = _Routes.build(config)
+        self._routes = routes
+        weights = {v.name: (v.weight if v.name != routes.shadow_variant else 0.0) for v in config.variants}
+        shadow = (routes.shadow_variant, routes.shadow_fraction * 100) if routes.shadow_variant else None
+        self.metrics.show_routes(routes.experiment, weights, shadow)
+        self.metrics.config_reloads.labels("success").inc()
+        log.info("routes loaded%s: %s", f" from {source}" if source else "", routes.describe())
+
+    def apply_text(self, text: str, source: str = "") -> bool:
+        """Parse `routes.yaml` text and switch to it; on error log it, count it and keep the old routes.
+
+        Returns:
+            True if the new routes are in force.
+        """
+        try:
+            config = parse_routes_yaml(text)
+        except RouterConfigError as exc:
+            self.metrics.config_reloads.labels("failure").inc()
+            kept = "keeping the previous routes" if self._routes is not None else "no routes in force yet"
+            log.error("routes rejected%s: %s (%s)", f" from {source}" if source else "", exc, kept)
+            return False
+        self.apply_config(config, source)
+        return True
+
+    # -- serving -------------------------------------------------------------------------------
+
+    async def start(self, host: str, port: int) -> int:
+        """Serve the proxy on host:port (0 picks a free port); return the bound port."""
+        server = web.Server(self.handle, access_log=None, auto_decompress=False)
+        runner = web.ServerRunner(server, handle_signals=False)
+        return await self._start_runner(runner, host, port)
+
+    async def start_metrics(self, host: str, port: int) -> int:
+        """Serve /metrics, /healthz and /readyz on host:port; return the bound port."""
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        return await self._start_runner(runner, host, port)
+
+    async def _start_runner(self, runner: web.BaseRunner, host: str, port: int) -> int:
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        self._runners.append(runner)
+        sockets = runner.addresses
+        return int(sockets[-1][1])
+
+    async def close(self) -> None:
+        """Stop serving, cancel shadow requests still in flight and close upstream connections."""
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        for task in list(self._background):
+            task.cancel()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._upstream.close()
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        if self._routes is None:
+            return web.Response(status=503, text="no routes loaded yet\n")
+        return web.Response(text=f"ok: {self._routes.describe()}\n")
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Proxy one request (or take feedback) using the routes in force when it arrived."""
+        routes = self._routes
+        if routes is None:
+            return _json_response(503, {"error": "the router has no routes yet"})
+        if request.path == FEEDBACK_PATH and request.method == "POST":
+            return await self._feedback(request, routes)
+        try:
+            body = await _read_body(request, routes.max_body_bytes)
+        except _BodyTooLarge:
+            self.metrics.request_done(routes.experiment, _NO_VARIANT, 413, None)
+            return _json_response(413, {"error": f"request body over {routes.max_body_bytes} bytes"})
+
+        variant = self._choose(request, routes)
+        headers = strip_hop_by_hop(request.headers)
+        peer = request.remote
+        if peer:
+            forwarded = headers.get("x-forwarded-for")
+            headers["x-forwarded-for"] = f"{forwarded}, {peer}" if forwarded else peer
+
+        loop = asyncio.get_running_loop()
+        served: asyncio.Future[tuple[UpstreamResponse, float] | None] | None = None
+        if routes.shadow_variant is not None and (
+            routes.shadow_fraction >= 1.0 or self._random.random() < routes.shadow_fraction
+        ):
+            served = self._mirror(routes, request.method, request.raw_path, headers, body)
+
+        started = loop.time()
+        result: tuple[UpstreamResponse, float] | None = None
+        try:
+            try:
+                response = await self._upstream.request(
+                    routes.urls[variant],
+                    request.method,
+                    request.raw_path,
+                    headers,
+                    body,
+                    routes.upstream_timeout,
+                )
+            except UpstreamError as exc:
+                self.metrics.upstream_errors.labels(routes.experiment, variant, "serve", exc.reason).inc()
+                if variant == routes.champion:
+                    return self._failed(routes, variant, exc, started)
+                # A failing challenger must not fail the user while the champion is healthy.
+                log.warning("variant %s failed (%s); retrying on champion %s", variant, exc, routes.champion)
+                self.metrics.retries.labels(routes.experiment, variant, exc.reason).inc()
+                variant = routes.champion
+                try:
+                    response = await self._upstream.request(
+                        routes.urls[variant],
+                        request.method,
+                        request.raw_path,
+                        headers,
+                        body,
+                        routes.upstream_timeout,
+                    )
+                except UpstreamError as exc2:
+                    self.metrics.upstream_errors.labels(
+                        routes.experiment, variant, "serve", exc2.reason
+                    ).inc()
+                    return self._failed(routes, variant, exc2, started)
+            elapsed = loop.time() - started
+            result = (response, elapsed)
+        finally:
+            # The shadow task waits for this to compare; it must be resolved on every path.
+            if served is not None and not served.done():
+                served.set_result(result)
+
+        self.metrics.request_done(routes.experiment, variant, response.status, elapsed)
+        request_id = request.headers.get(REQUEST_ID_HEADER)
+        if request_id:
+            self._remember(request_id, variant)
+        out_headers = response.headers
+        out_headers[VARIANT_HEADER] = variant
+        return web.Response(
+            status=response.status, reason=response.reason, headers=out_headers, body=response.body
+        )
+
+    def _choose(self, request: web.BaseRequest, routes: _Routes) -> str:
+        key: str | None = None
+        if routes.sticky_header is not None:
+            key = request.headers.get(routes.sticky_header)
+        elif routes.sticky_cookie is not None:
+            key = request.cookies.get(routes.sticky_cookie)
+        if key:
+            return routes.assigner.sticky(key)
+        return routes.assigner.draw()
+
+    def _failed(self, routes: _Routes, variant: str, exc: UpstreamError, started: float) -> web.Response:
+        status = 504 if exc.reason == "timeout" else 502
+        self.metrics.request_done(routes.experiment, variant, status, None)
+        response = _json_response(status, {"error": f"variant {variant} failed: {exc}"})
+        response.headers[VARIANT_HEADER] = variant
+        return response
+
+    def _remember(self, request_id: str, variant: str) -> None:
+        memory = self._request_variants
+        memory[request_id] = variant
+        if len(memory) > _REQUEST_ID_MEMORY:
+            memory.popitem(last=False)
+
+    # -- shadow --------------------------------------------------------------------------------
+
+    def _mirror(
+        self, routes: _Routes, method: str, path_qs: str, headers: CIMultiDict[str], body: bytes
+    ) -> asyncio.Future[tuple[UpstreamResponse, float] | None] | None:
+        """Start the shadow request in the background; return the future the served result goes to."""
+        shadow = routes.shadow_variant
+        assert shadow is not None
+        if self._shadow_in_flight >= routes.shadow_max_concurrent:
+            self.metrics.shadow_dropped.labels(routes.experiment, shadow).inc()
+            return None
+        served: asyncio.Future[tuple[UpstreamResponse, float] | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._shadow_in_flight += 1
+        task = asyncio.create_task(self._shadow(routes, shadow, method, path_qs, headers, body, served))
+        self._background.add(task)
+        task.add_done_callback(self._shadow_done)
+        return served
+
+    def _shadow_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        self._shadow_in_flight -= 1
+        if not task.cancelled() and task.exception() is not None:
+            log.error("shadow comparison crashed", exc_info=task.exception())
+
+    async def _shadow(
+        self,
+        routes: _Routes,
+        shadow: str,
+        method: str,
+        path_qs: str,
+        headers: CIMultiDict[str],
+        body: bytes,
+        served: asyncio.Future[tuple[UpstreamResponse, float] | None],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            response = await self._upstream.request(
+                routes.urls[shadow], method, path_qs, headers, body, routes.shadow_timeout
+            )
+        except UpstreamError as exc:
+            self.metrics.upstream_errors.labels(routes.experiment, shadow, "shadow", exc.reason).inc()
+            return
+        elapsed = loop.time() - started
+        reference = await served
+        if reference is None:
+            return  # the served request failed: nothing to compare with
+        served_response, served_elapsed = reference
+        agree = served_response.status == response.status and bodies_agree(
+            served_response.body, response.body, routes.shadow_tolerance
+        )
+        self.metrics.shadow_comparisons.labels(routes.experiment, shadow, "true" if agree else "false").inc()
+        self.metrics.shadow_latency_delta.labels(routes.experiment, shadow).observe(elapsed - served_elapsed)
+
+    # -- feedback ------------------------------------------------------------------------------
+
+    async def _feedback(self, request: web.BaseRequest, routes: _Routes) -> web.Response:
+        try:
+            raw = await _read_body(request, _FEEDBACK_MAX_BYTES)
+        except _BodyTooLarge:
+            return _json_response(413, {"error": f"feedback body over {_FEEDBACK_MAX_BYTES} bytes"})
+        try:
+            payload = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return _json_response(400, {"error": "feedback body must be a JSON object"})
+        problem, parsed = _parse_feedback(payload)
+        if parsed is None:
+            return _json_response(400, {"error": problem})
+        key, request_id, success, value = parsed
+
+        variant = self._request_variants.get(request_id) if request_id else None
+        if variant is None:
+            if key is None:
+                return _json_response(
+                    404, {"error": f"requestId {request_id!r} is unknown and no key was given"}
+                )
+            if routes.sticky_header is None and routes.sticky_cookie is None:
+                return _json_response(
+                    409, {"error": "feedback by key needs stickiness in the routes (or a known requestId)"}
+                )
+            variant = routes.assigner.sticky(key)
+
+        m = self.metrics
+        if value is not None:
+            m.outcomes.labels(routes.experiment, variant, "value").inc()
+            m.outcome_value.labels(routes.experiment, variant).observe(value)
+            m.outcome_value_squares.labels(routes.experiment, variant).inc(value * value)
+        else:
+            result = "success" if success else "failure"
+            m.outcomes.labels(routes.experiment, variant, result).inc()
+        return _json_response(200, {"experiment": routes.experiment, "variant": variant})
+
+
+def _parse_feedback(
+    payload: Any,
+) -> tuple[str, tuple[str | None, str | None, bool | None, float | None] | None]:
+    """Validate a feedback body; return (problem, None) or ("", (key, requestId, success, value))."""
+    if not isinstance(payload, dict):
+        return "feedback body must be a JSON object", None
+    unknown = set(payload) - {"key", "requestId", "success", "value"}
+    if unknown:
+        return f"unknown feedback fields: {', '.join(sorted(unknown))}", None
+    key = payload.get("key")
+    request_id = payload.get("requestId")
+    if key is not None and (not isinstance(key, str) or not key):
+        return "`key` must be a non-empty string", None
+    if request_id is not None and (not isinstance(request_id, str) or not request_id):
+        return "`requestId` must be a non-empty string", None
+    if key is None and request_id is None:
+        return "feedback needs `key` (the stickiness value) or `requestId`", None
+    has_success = "success" in payload
+    has_value = "value" in payload
+    if has_success == has_value:
+        return "feedback needs exactly one of `success` (boolean) or `value` (number)", None
+    success = payload.get("success")
+    value = payload.get("value")
+    if has_success and not isinstance(success, bool):
+        return "`success` must be true or false", None
+    if has_value:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return "`value` must be a finite number", None
+        value = float(value)
+    return "", (key, request_id, success if has_success else None, value if has_value else None)
+
+
+async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
+    if not request.body_exists:
+        return b""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise _BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
