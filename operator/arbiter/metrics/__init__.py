@@ -1,1 +1,61 @@
-"""Arbiter metrics package."""
+"""Per-variant metric values from a metrics provider (Prometheus), as VALUE, NO DATA or ERROR.
+
+Public surface::
+
+    provider = provider_for(spec.analysis)           # or create_provider("prometheus", url=..., timeout=...)
+    context = QueryContext(experiment=name, namespace=namespace)
+    provider.query_per_variant(guardrail.query, context, ["champion", "challenger"])  # -> {variant: Observation}
+    collect_metric(provider, spec.analysis.primary, context, variants)               # -> {variant: MetricSample}
+
+Calls are blocking (requests); from async handlers run them with ``asyncio.to_thread``.
+See docs/metrics.md.
+"""
+
+from arbiter.metrics.base import (
+    ErrorKind,
+    MetricsProvider,
+    Observation,
+    Outcome,
+    QueryContext,
+    QueryPath,
+)
+from arbiter.metrics.collect import (
+    MEAN_FIELDS,
+    PROPORTION_FIELDS,
+    MetricSample,
+    collect_metric,
+    metric_queries,
+)
+from arbiter.metrics.prometheus import PrometheusProvider
+from arbiter.metrics.registry import (
+    UnknownProviderError,
+    create_provider,
+    provider_for,
+    provider_names,
+    register_provider,
+)
+from arbiter.metrics.template import QueryPlan, TemplateError, plan_queries, render
+
+__all__ = [
+    "MEAN_FIELDS",
+    "PROPORTION_FIELDS",
+    "ErrorKind",
+    "MetricSample",
+    "MetricsProvider",
+    "Observation",
+    "Outcome",
+    "PrometheusProvider",
+    "QueryContext",
+    "QueryPath",
+    "QueryPlan",
+    "TemplateError",
+    "UnknownProviderError",
+    "collect_metric",
+    "create_provider",
+    "metric_queries",
+    "plan_queries",
+    "provider_for",
+    "provider_names",
+    "register_provider",
+    "render",
+]
