@@ -131,15 +131,14 @@ def relative_lift_interval(
     Returns:
         ``(lift, std_error, low, high)``; all NaN when the control mean is zero.
     """
-    if control_mean == 0 or not math.isfinite(control_mean):
+    squared = control_mean * control_mean
+    if squared == 0 or not math.isfinite(squared):
         return math.nan, math.nan, math.nan, math.nan
-    lift = treatment_mean / control_mean - 1.0
-    # Var(T/C) ~= Var(T)/C^2 + T^2 Var(C)/C^4 for independent arms (first-order Taylor expansion).
-    variance = (
-        treatment_mean_variance / control_mean**2
-        + treatment_mean**2 * control_mean_variance / control_mean**4
-    )
-    std_error = math.sqrt(max(variance, 0.0))
+    ratio = treatment_mean / control_mean
+    lift = ratio - 1.0
+    # Var(T/C) ~= (Var(T) + (T/C)^2 Var(C)) / C^2 for independent arms (first-order Taylor expansion).
+    variance = (treatment_mean_variance + ratio * ratio * control_mean_variance) / squared
+    std_error = math.sqrt(variance) if variance >= 0 else math.nan
     low, high = interval(lift, std_error, alpha, alternative)
     return lift, std_error, low, high
 
@@ -220,9 +219,10 @@ def welch_ttest(
     std_error = math.sqrt(var_control + var_treatment)
     if std_error == 0.0:
         return _failed(metric, test, control, treatment, alternative, alpha, "no variance in either variant")
-    df = (var_control + var_treatment) ** 2 / (
-        var_control**2 / (control.n - 1) + var_treatment**2 / (treatment.n - 1)
-    )
+    # Welch-Satterthwaite, written with variance shares so tiny variances cannot underflow to 0/0.
+    share_control = var_control / (var_control + var_treatment)
+    share_treatment = var_treatment / (var_control + var_treatment)
+    df = 1.0 / (share_control**2 / (control.n - 1) + share_treatment**2 / (treatment.n - 1))
     difference = treatment.mean - control.mean
     statistic = difference / std_error
     ci_low, ci_high = interval(difference, std_error, alpha, alternative, df)
