@@ -23,6 +23,7 @@ from arbiter.metrics.base import QueryContext, QueryPath
 __all__ = [
     "PLACEHOLDERS",
     "VARIANT_LABEL",
+    "NotRewritable",
     "QueryPlan",
     "TemplateError",
     "plan_queries",
@@ -204,8 +205,8 @@ _TOKEN = re.compile(
 )
 
 
-class _NotRewritable(Exception):
-    """The template is outside the grammar whose rewrite is proven equivalent."""
+class NotRewritable(ValueError):
+    """The template is outside the grammar whose by-variant rewrite is proven equivalent."""
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,7 @@ def _tokens(template: str) -> list[_Token]:
     while position < len(template):
         match = _TOKEN.match(template, position)
         if not match or match.lastgroup is None:
-            raise _NotRewritable(f"unexpected character {template[position]!r} at {position}")
+            raise NotRewritable(f"unexpected character {template[position]!r} at {position}")
         if match.lastgroup != "space":
             tokens.append(_Token(match.lastgroup, match.group(), match.start(), match.end()))
         position = match.end()
@@ -254,9 +255,9 @@ class _Parser:
     def take(self, text: str | None = None, kind: str | None = None) -> _Token:
         token = self.peek()
         if token is None:
-            raise _NotRewritable("unexpected end of query")
+            raise NotRewritable("unexpected end of query")
         if (text is not None and token.text != text) or (kind is not None and token.kind != kind):
-            raise _NotRewritable(f"unexpected {token.text!r} at {token.start}")
+            raise NotRewritable(f"unexpected {token.text!r} at {token.start}")
         self.position += 1
         return token
 
@@ -267,9 +268,9 @@ class _Parser:
     def parse(self) -> str:
         kind = self.expression()
         if self.peek() is not None:
-            raise _NotRewritable(f"unexpected {self.peek().text!r}")  # type: ignore[union-attr]
+            raise NotRewritable(f"unexpected {self.peek().text!r}")  # type: ignore[union-attr]
         if kind == _SCALAR:
-            raise _NotRewritable("the query has no vector selector")
+            raise NotRewritable("the query has no vector selector")
         return kind
 
     def expression(self) -> str:
@@ -289,23 +290,23 @@ class _Parser:
                     "group_right",
                 }
             ):
-                raise _NotRewritable(f"binary operator modifier {after.text!r}")
+                raise NotRewritable(f"binary operator modifier {after.text!r}")
             right = self.operand()
             if _SCALAR in (kind, right):
                 kind = right if kind == _SCALAR else kind
             elif kind == right == _GROUPED:
                 kind = _GROUPED
             else:
-                raise _NotRewritable("a binary operation between vectors that are not both aggregated")
+                raise NotRewritable("a binary operation between vectors that are not both aggregated")
         return kind
 
     def operand(self) -> str:
         token = self.peek()
         if token is None:
-            raise _NotRewritable("unexpected end of query")
+            raise NotRewritable("unexpected end of query")
         if token.kind == "num":
             if not _NUMBER.fullmatch(token.text):
-                raise _NotRewritable(f"not a number: {token.text!r}")
+                raise NotRewritable(f"not a number: {token.text!r}")
             self.take()
             return _SCALAR
         if token.text == "(":
@@ -326,12 +327,12 @@ class _Parser:
                 self.take("(")
                 quantile = self.take(kind="num")
                 if not _NUMBER.fullmatch(quantile.text):
-                    raise _NotRewritable(f"not a number: {quantile.text!r}")
+                    raise NotRewritable(f"not a number: {quantile.text!r}")
                 self.take(",")
                 kind = self.expression()
                 self.take(")")
                 if kind == _SCALAR:
-                    raise _NotRewritable("histogram_quantile of a scalar")
+                    raise NotRewritable("histogram_quantile of a scalar")
                 return kind
             if token.text in _RANGE_FUNCTIONS and follower is not None and follower.text == "(":
                 self.take()
@@ -340,11 +341,11 @@ class _Parser:
                 self.take(")")
                 return _RAW
             if follower is not None and follower.text == "(":
-                raise _NotRewritable(f"function {token.text!r} is not known to keep the variant label")
+                raise NotRewritable(f"function {token.text!r} is not known to keep the variant label")
         if token.kind == "ident" or token.text == "{":
             self.selector(with_range=False)
             return _RAW
-        raise _NotRewritable(f"unexpected {token.text!r} at {token.start}")
+        raise NotRewritable(f"unexpected {token.text!r} at {token.start}")
 
     def aggregation(self) -> str:
         self.take(kind="ident")
@@ -353,18 +354,18 @@ class _Parser:
             self.grouping()
             grouped = True
         elif self.at("without"):
-            raise _NotRewritable("aggregation 'without' (...)")
+            raise NotRewritable("aggregation 'without' (...)")
         opening = self.take("(")
         if self.expression() == _SCALAR:
-            raise _NotRewritable("an aggregation of a scalar")
+            raise NotRewritable("an aggregation of a scalar")
         self.take(")")
         if self.at("by"):
             if grouped:
-                raise _NotRewritable("two 'by' clauses")
+                raise NotRewritable("two 'by' clauses")
             self.grouping()
             grouped = True
         elif self.at("without"):
-            raise _NotRewritable("aggregation 'without' (...)")
+            raise NotRewritable("aggregation 'without' (...)")
         if not grouped:
             self.edits.append((opening.start, opening.start, f" by ({VARIANT_LABEL}) "))
         return _GROUPED
@@ -392,36 +393,36 @@ class _Parser:
                 label = self.take(kind="ident")
                 operator = self.take()
                 if operator.text not in _MATCH_OPS:
-                    raise _NotRewritable(f"unexpected {operator.text!r} in a label matcher")
+                    raise NotRewritable(f"unexpected {operator.text!r} in a label matcher")
                 value = self.take(kind="string")
                 if label.text == VARIANT_LABEL:
                     variant_matchers += 1
                     if operator.text != "=" or not _PLACEHOLDER.fullmatch(value.text[1:-1]):
-                        raise _NotRewritable(
+                        raise NotRewritable(
                             f'the variant matcher is not variant="{{{{variant}}}}": {value.text}'
                         )
                     self.variant_matchers.append((operator, value))
                 elif label.text == "__name__":
-                    raise _NotRewritable("a __name__ matcher")
+                    raise NotRewritable("a __name__ matcher")
                 if not self.at("}"):
                     self.take(",")
             self.take("}")
         if variant_matchers != 1:
-            raise _NotRewritable('a selector without exactly one variant="{{variant}}" matcher')
+            raise NotRewritable('a selector without exactly one variant="{{variant}}" matcher')
         if with_range:
             self.take("[")
             duration = self.take(kind="num")
             if not _DURATION.fullmatch(duration.text):
-                raise _NotRewritable(f"not a range: {duration.text!r}")
+                raise NotRewritable(f"not a range: {duration.text!r}")
             self.take("]")
         elif self.at("["):
-            raise _NotRewritable("a range vector outside a known function")
+            raise NotRewritable("a range vector outside a known function")
         if self.at("offset"):
             self.take("offset")
             if not _DURATION.fullmatch(self.take(kind="num").text):
-                raise _NotRewritable("offset without a duration")
+                raise NotRewritable("offset without a duration")
         if self.at("@"):
-            raise _NotRewritable("the @ modifier")
+            raise NotRewritable("the @ modifier")
 
 
 def rewrite_by_variant(template: str, variants: Sequence[str]) -> str:
@@ -432,21 +433,21 @@ def rewrite_by_variant(template: str, variants: Sequence[str]) -> str:
     left for :func:`render`.
 
     Raises:
-        _NotRewritable: with the reason, when the template is outside the proven grammar.
+        NotRewritable: with the reason, when the template is outside the proven grammar.
     """
     for where in _placeholders(template):
         if where.quote is None:
-            raise _NotRewritable(f"{{{{{where.name}}}}} is outside a string literal")
+            raise NotRewritable(f"{{{{{where.name}}}}} is outside a string literal")
         if where.name == VARIANT_LABEL and (
             where.quote not in {'"', "'"}
             or where.regex
             or (where.start, where.end) != (where.literal_start + 1, where.literal_end - 1)
         ):
-            raise _NotRewritable('{{variant}} is used other than as variant="{{variant}}"')
+            raise NotRewritable('{{variant}} is used other than as variant="{{variant}}"')
     parser = _Parser(_tokens(template), template)
     parser.parse()
     if not parser.variant_matchers:
-        raise _NotRewritable('no variant="{{variant}}" matcher')
+        raise NotRewritable('no variant="{{variant}}" matcher')
     alternatives = "|".join(_regex_escape(v) for v in variants)
     for operator, literal in parser.variant_matchers:
         quote = literal.text[0]
@@ -508,7 +509,7 @@ def plan_queries(
     if by_variant and len(variants) > 1:
         try:
             single = rewrite_by_variant(template, variants)
-        except _NotRewritable as exc:
+        except NotRewritable as exc:
             reason = f"not rewritable by variant: {exc}"
         else:
             try:
