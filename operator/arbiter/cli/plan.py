@@ -47,7 +47,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--direction", choices=["increase", "decrease"], default="increase")
     parser.add_argument("--daily-traffic", type=float, help="units a day entering the experiment")
-    parser.add_argument("--looks", type=int, default=20, help="looks for the sequential inflation (default 20)")
+    parser.add_argument(
+        "--looks", type=int, default=20, help="looks for the sequential inflation (default 20)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 

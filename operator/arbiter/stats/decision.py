@@ -343,9 +343,24 @@ def _empty_fixed(
 ) -> ComparisonResult:
     nan = math.nan
     return ComparisonResult(
-        config.metric, "none", config.alternative, config.alpha, getattr(control, "n", nan),
-        getattr(treatment, "n", nan), nan, nan, nan, nan, nan, nan, nan, nan, nan, nan, nan,
-    )  # fmt: skip
+        config.metric,
+        "none",
+        config.alternative,
+        config.alpha,
+        getattr(control, "n", nan),
+        getattr(treatment, "n", nan),
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+        nan,
+    )
 
 
 def _sequential_look(

@@ -61,8 +61,12 @@ def test_no_verdict_before_the_minimum_sample_or_duration():
     tick = decide(control, {"v2": treatment}, SEQ)
     assert tick.challengers["v2"].verdict is Verdict.INCONCLUSIVE
     assert "at least 100" in tick.challengers["v2"].reason
-    big = decide(ProportionStats(1500, 10000), {"v2": ProportionStats(1800, 10000)},
-                 DecisionConfig(metric="Proportion", min_duration_seconds=3600), elapsed_seconds=60)  # fmt: skip
+    big = decide(
+        ProportionStats(1500, 10000),
+        {"v2": ProportionStats(1800, 10000)},
+        DecisionConfig(metric="Proportion", min_duration_seconds=3600),
+        elapsed_seconds=60,
+    )
     assert (
         big.challengers["v2"].verdict is Verdict.INCONCLUSIVE
         and "minimum duration" in big.challengers["v2"].reason
@@ -118,8 +122,14 @@ def test_fixed_horizon_waits_for_the_planned_sample_then_decides():
 
 
 def test_group_sequential_takes_looks_at_information_increments():
-    config = DecisionConfig(metric="Mean", direction="Decrease", method="GroupSequential", planned_sample_size=4000,
-                            mde=0.02, min_information_increment=0.25)  # fmt: skip
+    config = DecisionConfig(
+        metric="Mean",
+        direction="Decrease",
+        method="GroupSequential",
+        planned_sample_size=4000,
+        mde=0.02,
+        min_information_increment=0.25,
+    )
     rng = np.random.default_rng(2)
     control = MeanStats.from_values(rng.normal(100, 10, 1000))
     treatment = MeanStats.from_values(rng.normal(100, 10, 1000))
@@ -143,8 +153,11 @@ def test_invalid_input_gives_inconclusive_with_an_error_never_raises():
     assert bad_config.error and bad_config.challengers["v2"].verdict is Verdict.INCONCLUSIVE
     wrong_type = decide(MeanStats(10, 1, 1), {"v2": MeanStats(10, 1, 1)}, SEQ)
     assert "ProportionStats" in wrong_type.error
-    no_plan = decide(ProportionStats(1, 10), {"v2": ProportionStats(1, 10)},
-                     DecisionConfig(metric="Proportion", method="FixedHorizon"))  # fmt: skip
+    no_plan = decide(
+        ProportionStats(1, 10),
+        {"v2": ProportionStats(1, 10)},
+        DecisionConfig(metric="Proportion", method="FixedHorizon"),
+    )
     assert "planned_sample_size" in no_plan.error
     empty = decide(ProportionStats(0, 0), {"v2": ProportionStats(0, 0)}, SEQ)
     assert (
@@ -156,8 +169,15 @@ def test_invalid_input_gives_inconclusive_with_an_error_never_raises():
 
 
 def test_config_from_dict_accepts_strings_in_any_case():
-    config = DecisionConfig.from_dict({"metric": "mean", "direction": "decrease", "method": "group-sequential",
-                                       "planned_sample_size": 10, "ignored": 1})  # fmt: skip
+    config = DecisionConfig.from_dict(
+        {
+            "metric": "mean",
+            "direction": "decrease",
+            "method": "group-sequential",
+            "planned_sample_size": 10,
+            "ignored": 1,
+        }
+    )
     assert config.method.value == "GroupSequential" and config.direction.value == "Decrease"
 
 
