@@ -10,8 +10,8 @@ Two write styles, chosen per object:
 - :meth:`TrafficClient.apply`: server-side apply of a partial object. Arbiter owns exactly the
   fields it sends (used for the router's ConfigMap data and annotations).
 - :meth:`TrafficClient.json_patch`: a targeted RFC 6902 patch, for lists that are ``atomic``
-  (HTTPRoute rules, VirtualService http routes) where an apply would claim the whole list. The
-  caller guards it with a ``test`` of ``metadata.resourceVersion`` so a concurrent writer is never
+  (HTTPRoute rules, VirtualService http routes) where an apply would claim the whole list. It is
+  guarded by a ``test`` of ``metadata.resourceVersion`` so a concurrent writer is never
   overwritten; the failed test surfaces as :class:`ConflictError`.
 
 The client is synchronous (the kubernetes client is); handlers call it from a thread.
@@ -79,7 +79,7 @@ class NotFoundError(KubeError):
 
 
 class ConflictError(KubeError):
-    """Someone else changed the object first (409), or a patch's ``test`` of the resourceVersion failed."""
+    """Someone else changed the object first (409, or a JSON patch's resourceVersion test failed)."""
 
 
 class InvalidError(KubeError):
@@ -162,15 +162,34 @@ class TrafficClient:
         namespace: str,
         name: str,
         operations: list[JsonObject],
+        *,
+        resource_version: str | None = None,
         subresource: str | None = None,
     ) -> JsonObject:
         """Apply an RFC 6902 JSON patch as the field manager.
 
+        Args:
+            operations: the patch.
+            resource_version: when given, the patch first tests that ``metadata.resourceVersion``
+                still has this value, so a change made since that read is never overwritten.
+
         Raises:
-            ConflictError: also when a ``test`` operation fails (the object changed meanwhile).
+            ConflictError: the object changed since ``resource_version`` (re-read and retry).
         """
         path = resource.path(namespace, name, subresource)
-        return self._request("PATCH", path, operations, _JSON_PATCH, {"fieldManager": self.field_manager})
+        if resource_version is not None:
+            test = {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version}
+            operations = [test, *operations]
+        try:
+            return self._request("PATCH", path, operations, _JSON_PATCH, {"fieldManager": self.field_manager})
+        except InvalidError as err:
+            # A failed `test` comes back as a bare 422 "Invalid" without details, like a schema
+            # error would; the resourceVersion tells them apart.
+            if resource_version is not None:
+                current = self.get(resource, namespace, name)
+                if current is None or current["metadata"]["resourceVersion"] != resource_version:
+                    raise ConflictError(409, "Conflict", f"{path} changed since it was read") from err
+            raise
 
     def merge_patch(
         self,
@@ -238,9 +257,7 @@ def _error(method: str, path: str, status: int, raw: bytes) -> KubeError:
         details = payload.get("details")
         named = isinstance(details, dict) and bool(details.get("name"))
         return NotFoundError(status, reason, message, kind_missing=not named)
-    # The API server reports a failed JSON-patch `test` as 422 or 500 depending on the version; its
-    # message says "test failed" either way, and it means what a 409 means: re-read and retry.
-    if status == 409 or "test failed" in message or "testing value" in message:
+    if status == 409:
         return ConflictError(status, reason or "Conflict", message)
     if status == 422:
         return InvalidError(status, reason, message)

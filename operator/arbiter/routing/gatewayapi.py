@@ -119,10 +119,11 @@ class GatewayAPIProvider(BaseProvider):
 
     def _patch(self, route: JsonObject, weights: dict[str, int], mirror: Mirror | None) -> None:
         operations = patch_operations(route, self.services, self.namespace, weights, mirror)
-        if not operations:
-            raise self._no_rule_error()
-        if len(operations) > 1:  # the first is the resourceVersion test; nothing else means no change
-            self.client.json_patch(HTTP_ROUTES, self.namespace, self.http_route, operations)
+        if operations:
+            version = route["metadata"]["resourceVersion"]
+            self.client.json_patch(
+                HTTP_ROUTES, self.namespace, self.http_route, operations, resource_version=version
+            )
 
     def _no_rule_error(self) -> InvalidTargetError:
         return InvalidTargetError(
@@ -245,16 +246,19 @@ def patch_operations(
     """The JSON patch that puts ``weights``/``mirror`` into every managed rule.
 
     Returns:
-        ``[]`` when no rule is managed; else a ``test`` of the resourceVersion followed by one
-        operation per changed list (only the test when nothing changes).
+        One operation per changed list; ``[]`` when nothing changes.
+
+    Raises:
+        InvalidTargetError: no rule references a variant's Service.
     """
     rules = (route.get("spec") or {}).get("rules") or []
     indexes = managed_rules(route, services, namespace)
     if not indexes:
-        return []
-    operations: list[JsonObject] = [
-        {"op": "test", "path": "/metadata/resourceVersion", "value": route["metadata"]["resourceVersion"]}
-    ]
+        name = (route.get("metadata") or {}).get("name")
+        raise InvalidTargetError(
+            f"HTTPRoute {name} has no rule with a backendRef to any of the Services {sorted(services)}"
+        )
+    operations: list[JsonObject] = []
     for index in indexes:
         rule = rules[index]
         refs, filters = desired_rule(rule, services, namespace, weights, mirror)

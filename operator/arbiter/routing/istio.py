@@ -143,14 +143,8 @@ class IstioProvider(BaseProvider):
             VIRTUAL_SERVICES,
             self.namespace,
             self.virtual_service,
-            [
-                {
-                    "op": "test",
-                    "path": "/metadata/resourceVersion",
-                    "value": vs["metadata"]["resourceVersion"],
-                },
-                {"op": "replace", "path": "/spec/http", "value": http},
-            ],
+            [{"op": "replace", "path": "/spec/http", "value": http}],
+            resource_version=vs["metadata"]["resourceVersion"],
         )
 
 
