@@ -88,7 +88,7 @@ class ConfigMapWatcher:
         self._stopping.set()
         current = self._watch
         if current is not None:
-            current.stop()
+            current.stop()  # type: ignore[no-untyped-call]
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -147,14 +147,14 @@ class ConfigMapWatcher:
                 self.name,
                 "keeping the last routes" if self._last_text is not None else "waiting for it",
             )
-        return str(listing.metadata.resource_version)
+        return str(listing.metadata.resource_version) if listing.metadata else ""
 
     def _watch_from(self, api: client.CoreV1Api, resource_version: str) -> None:
         while not self._stopping.is_set():
-            stream = watch.Watch()
+            stream = watch.Watch()  # type: ignore[no-untyped-call]
             self._watch = stream
             try:
-                for event in stream.stream(
+                for event in stream.stream(  # type: ignore[no-untyped-call]
                     api.list_namespaced_config_map,
                     self.namespace,
                     field_selector=self._field_selector(),
