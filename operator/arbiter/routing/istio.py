@@ -260,7 +260,7 @@ class VirtualServiceDocument:
             assert variant is not None
             destination["weight"] = weights[variant] if variant not in seen else 0
             seen.add(variant)
-            self._set_pin_header(destination, variant if sticky else None)
+            self._set_pin_header(destination, variant if sticky and weights[variant] > 0 else None)
         for variant in self.variants:
             if variant in seen:
                 continue
@@ -268,7 +268,7 @@ class VirtualServiceDocument:
                 "destination": self._destination_like(template, variant),
                 "weight": weights[variant],
             }
-            self._set_pin_header(destination, variant if sticky else None)
+            self._set_pin_header(destination, variant if sticky and weights[variant] > 0 else None)
             destinations.append(destination)
         route["route"] = destinations
         if mirror is not None:
