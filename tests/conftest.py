@@ -41,6 +41,9 @@ from helpers import wait_for  # noqa: E402
 
 REUSE_ENV = "ARBITER_TEST_KUBECONFIG"
 
+# Fixtures for Arbiter's own objects (the CRD, the operator process) live in tests/arbiter_fixtures.py.
+pytest_plugins = ["arbiter_fixtures"]
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark tests by the real services they use, so `-m "not cluster"` and friends work."""

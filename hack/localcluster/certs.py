@@ -29,7 +29,9 @@ KUBERNETES_SERVICE_IP = "10.96.0.1"
 # Client identities: (file stem, common name, organizations).
 CLIENTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("admin", "arbiter-admin", ("system:masters",)),
-    ("controller-manager", "system:kube-controller-manager", ()),
+    # system:masters with --use-service-account-credentials=false: the per-controller service
+    # accounts (kubeadm's way) cost ~40 TokenRequests and 4-5 s of startup on 2 cores.
+    ("controller-manager", "system:kube-controller-manager", ("system:masters",)),
     ("scheduler", "system:kube-scheduler", ()),
     # kwok updates Node and Pod status and node Leases like a kubelet; kwokctl gives it admin.
     ("kwok", "kwok-controller", ("system:masters",)),

@@ -216,9 +216,9 @@ def commands(
             f"--secure-port={ports['kube-controller-manager']}",
             f"--cert-dir={pki / 'controller-manager-serving'}",
             "--leader-elect=false",
-            # Each controller gets its own service account (as kubeadm does); the token controller
-            # and the kube-root-ca.crt publisher need the signing key and the CA.
-            "--use-service-account-credentials=true",
+            # All controllers share the controller-manager's identity (see certs.CLIENTS); the token
+            # controller and the kube-root-ca.crt publisher need the signing key and the CA.
+            "--use-service-account-credentials=false",
             f"--service-account-private-key-file={pki / 'sa.key'}",
             f"--root-ca-file={pki / 'ca.crt'}",
         ],

@@ -55,10 +55,14 @@ def test_client_certs_are_not_accepted_from_the_serving_ca(pki: certs.Pki) -> No
     ("user", "common_name"),
     [("controller-manager", "system:kube-controller-manager"), ("scheduler", "system:kube-scheduler")],
 )
-def test_components_use_their_bootstrap_rbac_identity(pki: certs.Pki, user: str, common_name: str) -> None:
+def test_components_use_their_bootstrap_identity(pki: certs.Pki, user: str, common_name: str) -> None:
     cert = _cert(pki.client_cert(user))
+    cert.verify_directly_issued_by(_cert(pki.client_ca_cert))
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == common_name
-    assert "system:masters" not in _orgs(cert)
+
+
+def test_the_scheduler_is_held_to_its_rbac_role(pki: certs.Pki) -> None:
+    assert "system:masters" not in _orgs(_cert(pki.client_cert("scheduler")))
 
 
 def test_every_key_matches_its_certificate(pki: certs.Pki) -> None:
