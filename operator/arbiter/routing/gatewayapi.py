@@ -210,7 +210,7 @@ def desired_rule(
             continue
         port = port if port is not None else ref.get("port")
         # A second ref to the same variant would double its share: it keeps only the first one's weight.
-        ref["weight"] = weights[variant] if variant not in seen else 0
+        ref["weight"] = weights.get(variant, 0) if variant not in seen else 0
         seen.add(variant)
     for variant, weight in weights.items():
         if variant not in seen:

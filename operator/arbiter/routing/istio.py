@@ -258,17 +258,17 @@ class VirtualServiceDocument:
         for destination in ours:
             variant = self.variant_of_host(_host(destination))
             assert variant is not None
-            destination["weight"] = weights[variant] if variant not in seen else 0
+            destination["weight"] = weights.get(variant, 0) if variant not in seen else 0
             seen.add(variant)
-            self._set_pin_header(destination, variant if sticky and weights[variant] > 0 else None)
+            self._set_pin_header(destination, variant if sticky and weights.get(variant, 0) > 0 else None)
         for variant in self.variants:
             if variant in seen:
                 continue
             destination = {
                 "destination": self._destination_like(template, variant),
-                "weight": weights[variant],
+                "weight": weights.get(variant, 0),
             }
-            self._set_pin_header(destination, variant if sticky and weights[variant] > 0 else None)
+            self._set_pin_header(destination, variant if sticky and weights.get(variant, 0) > 0 else None)
             destinations.append(destination)
         route["route"] = destinations
         if mirror is not None:
