@@ -310,20 +310,23 @@ def test_label_values_are_escaped_so_they_match_themselves_only(
 ) -> None:
     """A '.' in a regex matches any character and a '"' ends a string, unless escaped."""
     experiment = new_experiment()
-    served = {"a.b": 5, "axb": 7, 'q"x\\y': 11}
+    served = {"a.b": 5, "axb": 7, 'q"x\\y': 11, "it's": 13}
     for variant, value in served.items():
         exporter.set("arbiter_test_escaping", {"experiment": experiment, "variant": variant}, value)
     promql = f'sum(arbiter_test_escaping_total{{experiment="{experiment}"}})'
-    wait_for(lambda: scalar_value(prometheus, promql) == 23, timeout=30, message=f"{promql} never 23")
+    wait_for(lambda: scalar_value(prometheus, promql) == 36, timeout=30, message=f"{promql} never 36")
     context = QueryContext(experiment=experiment, namespace="default")
     exact = 'sum(arbiter_test_escaping_total{experiment="{{experiment}}",variant="{{variant}}"})'
     regex = 'sum(arbiter_test_escaping_total{experiment="{{experiment}}",variant=~"{{variant}}"})'
+    single_quoted = "sum(arbiter_test_escaping_total{experiment='{{experiment}}',variant='{{variant}}'})"
     with PrometheusProvider(prometheus.url, timeout=5) as provider:
         by_variant = provider.query_per_variant(exact, context, list(served))
         per_variant = provider.query_per_variant(regex, context, ["a.b", 'q"x\\y'])
+        in_single_quotes = provider.query_per_variant(single_quoted, context, list(served))
     assert values(by_variant) == served
     assert {o.path for o in by_variant.values()} == {QueryPath.BY_VARIANT}
     assert values(per_variant) == {"a.b": 5, 'q"x\\y': 11}
+    assert values(in_single_quotes) == served
     assert {o.path for o in per_variant.values()} == {QueryPath.PER_VARIANT}
 
 
