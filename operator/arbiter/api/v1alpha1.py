@@ -73,6 +73,11 @@ class _Model(BaseModel):
     )
 
 
+# pydantic leaves default_factory out of the JSON schema; an empty-object default makes the API server
+# create the object and fill in its fields' own defaults.
+_OBJECT_DEFAULT: JsonDict = {"default": {}}
+
+
 def _cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     """One ``x-kubernetes-validations`` entry."""
     entry: JsonDict = {"rule": rule, "message": message}
@@ -451,9 +456,13 @@ class Analysis(_Model):
         default_factory=list,
         description="Metrics reported with multiplicity-corrected p-values; they never decide alone.",
     )
-    test: TestConfig = Field(default_factory=TestConfig, description="The significance test.")
+    test: TestConfig = Field(
+        default_factory=TestConfig, json_schema_extra=_OBJECT_DEFAULT, description="The significance test."
+    )
     sample_ratio_mismatch: SampleRatioMismatch = Field(
-        default_factory=SampleRatioMismatch, description="Sample-ratio mismatch check."
+        default_factory=SampleRatioMismatch,
+        json_schema_extra=_OBJECT_DEFAULT,
+        description="Sample-ratio mismatch check.",
     )
 
 
@@ -522,7 +531,9 @@ class ModelExperimentSpec(_Model):
     )
     analysis: Analysis = Field(description="Metrics, guardrails and the significance test.")
     decision: DecisionPolicy = Field(
-        default_factory=DecisionPolicy, description="What to do with the verdict."
+        default_factory=DecisionPolicy,
+        json_schema_extra=_OBJECT_DEFAULT,
+        description="What to do with the verdict.",
     )
     paused: bool = Field(default=False, description="Freeze the experiment where it is; set false to resume.")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-__all__ = ["check_weights", "split_weights", "winner_weights"]
+__all__ = ["check_weights", "split_weights", "to_percent", "winner_weights"]
 
 
 def split_weights(champion: str, challengers: Sequence[str], challenger_percent: int) -> dict[str, int]:
@@ -81,3 +81,27 @@ def check_weights(weights: Mapping[str, int], variants: Sequence[str]) -> dict[s
     if total != 100:
         raise ValueError(f"weights must sum to 100, got {total}: {dict(weights)}")
     return {name: weights.get(name, 0) for name in variants}
+
+
+def to_percent(shares: Mapping[str, float]) -> dict[str, int]:
+    """Turn relative shares (router weights, replica counts) into integer percents summing to 100.
+
+    Largest-remainder rounding: every name gets the floor of its exact percent, and the percents
+    still missing go one each to the largest fractional parts (ties: the earlier name). All zeros
+    stay all zeros: nothing carries traffic.
+
+    Raises:
+        ValueError: a negative share.
+    """
+    if any(share < 0 for share in shares.values()):
+        raise ValueError(f"shares must not be negative: {dict(shares)}")
+    total = sum(shares.values())
+    if total <= 0:
+        return dict.fromkeys(shares, 0)
+    exact = {name: share * 100 / total for name, share in shares.items()}
+    percents = {name: int(value) for name, value in exact.items()}
+    missing = 100 - sum(percents.values())
+    order = sorted(exact, key=lambda name: -(exact[name] - percents[name]))
+    for name in order[:missing]:
+        percents[name] += 1
+    return percents

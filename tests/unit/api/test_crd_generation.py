@@ -82,3 +82,12 @@ def test_check_mode_reports_stale_file(tmp_path: Path) -> None:
     assert crd.main(["--check", str(stale)]) == 1
     assert crd.main(["--out", str(stale)]) == 0
     assert crd.main(["--check", str(stale)]) == 0
+
+
+def test_nested_objects_with_defaults_default_to_empty_objects() -> None:
+    """pydantic omits default_factory from JSON schema; without `default: {}` the API server would not
+    fill in analysis.test.alpha and friends when the user leaves the whole block out."""
+    spec = schema()["properties"]["spec"]["properties"]
+    assert spec["decision"]["default"] == {}
+    assert spec["analysis"]["properties"]["test"]["default"] == {}
+    assert spec["analysis"]["properties"]["sampleRatioMismatch"]["default"] == {}

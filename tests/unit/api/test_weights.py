@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from arbiter.api.weights import check_weights, split_weights, winner_weights
+from arbiter.api.weights import check_weights, split_weights, to_percent, winner_weights
 
 
 def test_one_challenger_gets_the_whole_share() -> None:
@@ -92,3 +92,32 @@ def test_check_weights_completes_missing_variants_in_variant_order() -> None:
 def test_check_weights_rejects(weights: dict[str, int], error: str) -> None:
     with pytest.raises(ValueError, match=error):
         check_weights(weights, ["v1", "v2"])
+
+
+def test_to_percent_of_relative_weights() -> None:
+    assert to_percent({"v1": 9, "v2": 1}) == {"v1": 90, "v2": 10}
+    assert to_percent({"v1": 0.5, "v2": 0.5}) == {"v1": 50, "v2": 50}
+
+
+def test_to_percent_largest_remainder_then_earlier_name() -> None:
+    assert to_percent({"a": 1, "b": 1, "c": 1}) == {"a": 34, "b": 33, "c": 33}
+    assert to_percent({"a": 2, "b": 1}) == {"a": 67, "b": 33}
+    assert to_percent({"a": 1, "b": 2}) == {"a": 33, "b": 67}
+
+
+def test_to_percent_all_zero_means_no_traffic() -> None:
+    assert to_percent({"a": 0, "b": 0}) == {"a": 0, "b": 0}
+    with pytest.raises(ValueError, match="negative"):
+        to_percent({"a": -1, "b": 2})
+
+
+@given(st.lists(st.integers(min_value=0, max_value=1000), min_size=1, max_size=11))
+def test_to_percent_sums_to_100_and_is_within_one_of_exact(shares: list[int]) -> None:
+    named = {f"v{i}": share for i, share in enumerate(shares)}
+    percents = to_percent(named)
+    if sum(shares) == 0:
+        assert set(percents.values()) == {0}
+        return
+    assert sum(percents.values()) == 100
+    for name, share in named.items():
+        assert abs(percents[name] - share * 100 / sum(shares)) < 1
