@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         print(cluster.kubeconfig)
         return 0
     if args.command == "down":
-        down(args.dir)
+        down(args.dir, log=print)  # stdout: the Makefile discards stderr of `down`
         return 0
     cluster = running(args.dir)
     if cluster is None:

@@ -122,6 +122,8 @@ class Prometheus:
         """Start the server (same port and TSDB as before) and wait until ``/-/ready`` answers."""
         if self.running:
             return
+        if not procs.port_is_free(self.port):
+            raise PrometheusError(f"cannot start Prometheus: 127.0.0.1:{self.port} is already in use")
         self._write_config()
         argv = [
             _binary(),
