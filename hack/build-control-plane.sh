@@ -11,6 +11,9 @@ source "$here/versions.env"
 cache="${ARBITER_CACHE:-$HOME/.cache/arbiter}"
 bindir="$cache/k8s/$KUBE_VERSION/bin"
 mkdir -p "$bindir"
+# Concurrent callers (two test sessions, make -j) wait for one build instead of racing it.
+exec 9>"$cache/k8s/$KUBE_VERSION/.build.lock"
+flock 9
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 start_all=$(date +%s)
 
@@ -102,15 +105,27 @@ build_simple helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
   "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
 build_kube
 
-# kwok ships its stage configs inside the module zip.
+# kwok ships its stage configs inside the module zip; copy the ones hack/localcluster loads
+# (node initialize + lease heartbeat, pod ready/complete/delete).
 stages="$cache/k8s/$KUBE_VERSION/kwok-stages"
-if [ ! -f "$stages/pod-ready.yaml" ]; then
-  kwokdir="$(cd "$cache/k8s/$KUBE_VERSION/wrap-kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
+stage_files=(
+  node/fast/node-initialize.yaml
+  node/heartbeat-with-lease/node-heartbeat-with-lease.yaml
+  pod/fast/pod-ready.yaml
+  pod/fast/pod-complete.yaml
+  pod/fast/pod-delete.yaml
+)
+missing_stage=0
+for f in "${stage_files[@]}"; do [ -f "$stages/$(basename "$f")" ] || missing_stage=1; done
+if [ "$missing_stage" -eq 1 ]; then
+  mod="$cache/k8s/$KUBE_VERSION/wrap-kwok"
+  mkdir -p "$mod"
+  kwokdir="$(cd "$mod" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
   mkdir -p "$stages"
-  cp "$kwokdir/kustomize/stage/node/fast/node-initialize.yaml" "$stages/"
-  cp "$kwokdir/kustomize/stage/node/heartbeat-with-lease/"*.yaml "$stages/" 2>/dev/null || true
-  for s in pod-ready pod-complete pod-delete; do cp "$kwokdir/kustomize/stage/pod/fast/$s.yaml" "$stages/"; done
+  for f in "${stage_files[@]}"; do cp "$kwokdir/kustomize/stage/$f" "$stages/"; done
   chmod u+w "$stages"/*.yaml
+  log "kwok stage configs copied to $stages"
 fi
 log "all binaries ready in $(( $(date +%s) - start_all ))s"
 echo "$bindir"
