@@ -224,6 +224,8 @@ class PrometheusProvider:
             context = replace(context, time=self._clock())
         assert context.time is not None
         variants = list(dict.fromkeys(variants))
+        if not variants:
+            return {}
         plan = self.plan(template, context, variants)
         if plan.path is QueryPath.BY_VARIANT:
             assert plan.query is not None

@@ -245,14 +245,14 @@ def test_plan_reports_rendering_errors_per_variant_instead_of_raising() -> None:
     assert "ok" in plan.per_variant
 
 
-def _example_queries() -> list[str]:
-    queries: list[str] = []
+def _example_queries() -> list[object]:
+    params: list[object] = []
     for path in sorted(EXAMPLES.glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if not doc or doc.get("kind") != "ModelExperiment":
                 continue
             analysis = doc["spec"]["analysis"]
-            queries += [g["query"] for g in analysis.get("guardrails", [])]
+            queries = [g["query"] for g in analysis.get("guardrails", [])]
             for metric in [analysis.get("primary"), *analysis.get("secondary", [])]:
                 if metric:
                     queries += [
@@ -260,10 +260,25 @@ def _example_queries() -> list[str]:
                         for k in ("successes", "trials", "count", "sum", "sumSquares")
                         if k in metric
                     ]
-    return queries
+            params += [
+                pytest.param(q, id=f"{path.stem}-{doc['metadata']['name']}-{i}")
+                for i, q in enumerate(queries)
+            ]
+    return params
 
 
 @pytest.mark.parametrize("template", _example_queries())
-def test_every_example_query_takes_one_query_per_tick(template: str) -> None:
-    """The shipped examples are the queries users copy; each should cost one query per tick."""
-    assert plan_queries(template, CONTEXT, ["champion", "challenger"]).path is QueryPath.BY_VARIANT
+def test_example_queries_on_the_variant_label_take_one_query_per_tick(template: str) -> None:
+    """The shipped examples are what users copy. Those that select by the `variant` label cost one query
+    per tick; those that build another label from {{variant}} (e.g. service="ranker-{{variant}}")
+    fall back, saying why."""
+    plan = plan_queries(template, CONTEXT, ["champion", "challenger"])
+    uses = re.findall(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*\{\{\s*variant\s*\}\}[^"]*)"', template)
+    if uses and all(
+        label == "variant" and op == "=" and re.fullmatch(r"\{\{\s*variant\s*\}\}", value)
+        for label, op, value in uses
+    ):
+        assert plan.path is QueryPath.BY_VARIANT, plan.reason
+    else:
+        assert plan.path is QueryPath.PER_VARIANT
+        assert "not rewritable by variant" in plan.reason

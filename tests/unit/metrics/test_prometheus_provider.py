@@ -356,3 +356,10 @@ def test_headers_are_sent(fake_prometheus: FakePrometheus) -> None:
     prov = provider(fake_prometheus.url, headers={"Authorization": "Bearer t0ken"})
     assert prov.query("up").value == 1
     assert fake_prometheus.headers[0]["Authorization"] == "Bearer t0ken"
+
+
+def test_no_variants_send_nothing(fake_prometheus: FakePrometheus) -> None:
+    prov = provider(fake_prometheus.url)
+    assert prov.query_per_variant('sum(up{namespace="{{namespace}}"})', CONTEXT, []) == {}
+    assert prov.query_per_variant(REWRITABLE, CONTEXT, []) == {}
+    assert fake_prometheus.queries == []
