@@ -125,7 +125,7 @@ INVALID = [
         "spec.analysis.guardrails",
         [{"name": "g", "query": "up"}],
         "spec.analysis.guardrails[0]",
-        "a guardrail needs min or max",
+        "a guardrail needs min, max, maxIncreaseOverChampion or maxDecreaseFromChampion",
     ),
     (
         "provider without its block",

@@ -174,6 +174,12 @@ class Variant(_Model):
         description="Name of the Service in front of the Deployment. Required by the Router, GatewayAPI "
         "and Istio providers; the Replicas provider shares one Service across variants.",
     )
+    url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^/\s]+$")] | None = Field(
+        default=None,
+        description="Base URL the built-in router sends this variant's requests to (scheme://host:port). "
+        "Default: http://<service>.<namespace>.svc:<first service port>. Set it for models served outside "
+        "the cluster's DNS.",
+    )
 
 
 class Stickiness(_Model):
@@ -327,29 +333,117 @@ class PrometheusSource(_Model):
     timeout: Duration = Field(default="10s", description="Timeout of every query.")
 
 
+_PROPORTION_RULE = _cel(
+    "self.type != 'Proportion' || (has(self.successes) && has(self.trials))",
+    "type Proportion needs the successes and trials queries",
+)
+_MEAN_RULE = _cel(
+    "self.type != 'Mean' || (has(self.count) && has(self.sum) && has(self.sumSquares))",
+    "type Mean needs the count, sum and sumSquares queries",
+)
+
+
+def _check_queries(kind: MetricType, queries: dict[str, str | None]) -> None:
+    """The pydantic twin of _PROPORTION_RULE and _MEAN_RULE."""
+    if kind is MetricType.PROPORTION and (queries["successes"] is None or queries["trials"] is None):
+        raise ValueError("type Proportion needs the successes and trials queries")
+    if kind is MetricType.MEAN and any(queries[k] is None for k in ("count", "sum", "sum_squares")):
+        raise ValueError("type Mean needs the count, sum and sumSquares queries")
+
+
+class RateQueries(_Model):
+    """Cumulative counters for a guardrail judged statistically against the champion."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_PROPORTION_RULE, _MEAN_RULE]})
+
+    type: MetricType = Field(
+        description="Proportion (successes/trials: e.g. errors/requests) or Mean (count/sum/sumSquares: e.g. "
+        "latency observations)."
+    )
+    successes: Query | None = Field(
+        default=None,
+        description="Proportion: cumulative count of the events the guardrail watches (e.g. errors).",
+    )
+    trials: Query | None = Field(default=None, description="Proportion: cumulative count of all events.")
+    count: Query | None = Field(default=None, description="Mean: cumulative observation count query.")
+    sum: Query | None = Field(default=None, description="Mean: cumulative sum of values query.")
+    sum_squares: Query | None = Field(
+        default=None, description="Mean: cumulative sum of squared values query."
+    )
+
+    @model_validator(mode="after")
+    def _queries(self) -> RateQueries:
+        _check_queries(
+            self.type,
+            {
+                "successes": self.successes,
+                "trials": self.trials,
+                "count": self.count,
+                "sum": self.sum,
+                "sum_squares": self.sum_squares,
+            },
+        )
+        return self
+
+
 class Guardrail(_Model):
-    """A per-variant health check; a breach is a value outside [min, max]."""
+    """A health check on every challenger.
+
+    Absolute: the ``query`` value must stay inside [min, max]. Relative to the champion: the challenger
+    may be worse by at most ``maxIncreaseOverChampion`` / ``maxDecreaseFromChampion`` (absolute units).
+    With ``rate`` the relative check is a one-sided always-valid test for harm beyond that margin, so
+    noise alone never breaches it and real harm does at any look; without ``rate`` it compares the
+    ``query`` values directly.
+    """
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                _cel("has(self.min) || has(self.max)", "a guardrail needs min or max (or both)"),
+                _cel(
+                    "has(self.min) || has(self.max) || has(self.maxIncreaseOverChampion) || "
+                    "has(self.maxDecreaseFromChampion)",
+                    "a guardrail needs min, max, maxIncreaseOverChampion or maxDecreaseFromChampion",
+                ),
                 _cel(
                     "!has(self.min) || !has(self.max) || self.min <= self.max",
                     "min must not exceed max",
                     ".min",
+                ),
+                _cel(
+                    "has(self.query) || (!has(self.min) && !has(self.max) && has(self.rate))",
+                    "query is required for min/max bounds and for relative bounds without rate",
+                    ".query",
+                ),
+                _cel(
+                    "!has(self.rate) || has(self.maxIncreaseOverChampion) || has(self.maxDecreaseFromChampion)",
+                    "rate needs maxIncreaseOverChampion or maxDecreaseFromChampion",
+                    ".rate",
                 ),
             ]
         }
     )
 
     name: VariantName = Field(description="Guardrail name, unique in the experiment.")
-    query: Query = Field(
-        description="PromQL query returning one value; {{experiment}}, {{namespace}} and {{variant}} are "
-        "substituted."
+    query: Query | None = Field(
+        default=None,
+        description="PromQL query returning one value per variant; {{experiment}}, {{namespace}} and "
+        "{{variant}} are substituted.",
     )
-    min: float | None = Field(default=None, description="Lowest healthy value.")
-    max: float | None = Field(default=None, description="Highest healthy value.")
+    min: float | None = Field(default=None, description="Lowest healthy value of query.")
+    max: float | None = Field(default=None, description="Highest healthy value of query.")
+    max_increase_over_champion: float | None = Field(
+        default=None,
+        ge=0,
+        description="The challenger may exceed the champion by at most this much (absolute, e.g. 0.005 = "
+        "half a point of error rate).",
+    )
+    max_decrease_from_champion: float | None = Field(
+        default=None, ge=0, description="The challenger may fall below the champion by at most this much."
+    )
+    rate: RateQueries | None = Field(
+        default=None,
+        description="Judge the relative bound statistically from these cumulative counters instead of query.",
+    )
     failure_limit: int = Field(
         default=1, ge=1, le=1000, description="Consecutive breaches that trigger a rollback."
     )
@@ -357,30 +451,27 @@ class Guardrail(_Model):
 
     @model_validator(mode="after")
     def _bounds(self) -> Guardrail:
-        if self.min is None and self.max is None:
-            raise ValueError("a guardrail needs min or max (or both)")
+        relative = self.max_increase_over_champion is not None or self.max_decrease_from_champion is not None
+        if self.min is None and self.max is None and not relative:
+            raise ValueError("a guardrail needs min, max, maxIncreaseOverChampion or maxDecreaseFromChampion")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError("min must not exceed max")
+        if self.query is None and (self.min is not None or self.max is not None or self.rate is None):
+            raise ValueError("query is required for min/max bounds and for relative bounds without rate")
+        if self.rate is not None and not relative:
+            raise ValueError("rate needs maxIncreaseOverChampion or maxDecreaseFromChampion")
         return self
+
+    @property
+    def relative(self) -> bool:
+        """True when the guardrail compares the challenger with the champion."""
+        return self.max_increase_over_champion is not None or self.max_decrease_from_champion is not None
 
 
 class Metric(_Model):
     """An outcome metric compared between champion and challengers with a significance test."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                _cel(
-                    "self.type != 'Proportion' || (has(self.successes) && has(self.trials))",
-                    "type Proportion needs the successes and trials queries",
-                ),
-                _cel(
-                    "self.type != 'Mean' || (has(self.count) && has(self.sum) && has(self.sumSquares))",
-                    "type Mean needs the count, sum and sumSquares queries",
-                ),
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_PROPORTION_RULE, _MEAN_RULE]})
 
     name: VariantName = Field(description="Metric name, unique in the experiment.")
     type: MetricType = Field(
@@ -439,6 +530,21 @@ class SampleRatioMismatch(_Model):
     )
 
 
+class ShadowAnalysis(_Model):
+    """How long a shadow experiment is judged before it concludes."""
+
+    min_duration: Duration = Field(default="10m", description="Judge the shadow at least this long.")
+    min_samples: int = Field(
+        default=0,
+        ge=0,
+        description="...and until the challenger has at least this many samples (see sampleCount).",
+    )
+    continue_as_canary: bool = Field(
+        default=False,
+        description="When the shadow is judged safe, go on as a canary through spec.steps instead of concluding.",
+    )
+
+
 class Analysis(_Model):
     """How and from where the experiment is judged."""
 
@@ -455,6 +561,23 @@ class Analysis(_Model):
     secondary: Annotated[list[Metric], Field(max_length=MAX_METRICS)] = Field(
         default_factory=list,
         description="Metrics reported with multiplicity-corrected p-values; they never decide alone.",
+    )
+    sample_count: Query | None = Field(
+        default=None,
+        description="Cumulative per-variant sample count, for minSamples and the sample-ratio check. Default: "
+        "the primary metric's trials (Proportion) or count (Mean).",
+    )
+    consecutive_error_limit: int = Field(
+        default=3,
+        ge=1,
+        le=1000,
+        description="Consecutive ticks with a failing query before the experiment pauses (condition "
+        "MetricsAvailable=False names the query); it resumes by itself when the data returns.",
+    )
+    shadow: ShadowAnalysis = Field(
+        default_factory=ShadowAnalysis,
+        json_schema_extra=_OBJECT_DEFAULT,
+        description="Mode Shadow: how long to judge before concluding.",
     )
     test: TestConfig = Field(
         default_factory=TestConfig, json_schema_extra=_OBJECT_DEFAULT, description="The significance test."

@@ -87,7 +87,7 @@ INVALID_CASES = [
         "guardrail without bounds",
         "analysis.guardrails",
         [{"name": "g", "query": "up"}],
-        "needs min or max",
+        "a guardrail needs min, max, maxIncreaseOverChampion or maxDecreaseFromChampion",
     ),
     ("provider without its block", "routing.router", _DELETE, "needs spec.routing.router"),
     ("proportion without trials", "analysis.primary.trials", _DELETE, "successes and trials"),
@@ -168,3 +168,52 @@ def test_phase_values_are_the_public_names() -> None:
         "Concluded",
         "Failed",
     ]
+
+
+RELATIVE_GUARDRAILS = [
+    (
+        {
+            "name": "err",
+            "maxIncreaseOverChampion": 0.005,
+            "rate": {"type": "Proportion", "successes": "a", "trials": "b"},
+        },
+        None,
+    ),
+    ({"name": "err", "query": "q", "maxIncreaseOverChampion": 0.005}, None),
+    ({"name": "err", "maxIncreaseOverChampion": 0.005}, "query is required"),
+    (
+        {
+            "name": "err",
+            "query": "q",
+            "max": 1,
+            "rate": {"type": "Mean", "count": "c", "sum": "s", "sumSquares": "q"},
+        },
+        "rate needs maxIncreaseOverChampion",
+    ),
+    (
+        {"name": "err", "maxDecreaseFromChampion": 0.1, "rate": {"type": "Mean", "count": "c"}},
+        "count, sum and sumSquares",
+    ),
+    ({"name": "err", "query": "q", "maxIncreaseOverChampion": -1}, "greater than or equal to 0"),
+]
+
+
+@pytest.mark.parametrize(("guardrail", "error"), RELATIVE_GUARDRAILS)
+def test_relative_guardrails(guardrail: dict[str, Any], error: str | None) -> None:
+    spec = valid_spec()
+    spec["analysis"]["guardrails"] = [guardrail]
+    if error is None:
+        parsed = parse_spec(spec).analysis.guardrails[0]
+        assert parsed.relative
+    else:
+        with pytest.raises(ValidationError, match=error):
+            parse_spec(spec)
+
+
+def test_variant_url_override_must_be_a_base_url() -> None:
+    spec = valid_spec()
+    spec["challengers"][0]["url"] = "http://127.0.0.1:9002"
+    assert parse_spec(spec).challengers[0].url == "http://127.0.0.1:9002"
+    spec["challengers"][0]["url"] = "http://127.0.0.1:9002/predict"
+    with pytest.raises(ValidationError, match="url"):
+        parse_spec(spec)
