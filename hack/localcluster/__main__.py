@@ -33,11 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "down":
         down(args.dir, log=print)  # stdout: the Makefile discards stderr of `down`
         return 0
-    cluster = running(args.dir)
-    if cluster is None:
+    healthy = running(args.dir)
+    if healthy is None:
         print(f"no healthy cluster in {Path(args.dir).resolve()}", file=sys.stderr)
         return 1
-    print(f"server: {cluster.server}\nkubeconfig: {cluster.kubeconfig}")
+    print(f"server: {healthy.server}\nkubeconfig: {healthy.kubeconfig}")
     return 0
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from localcluster import Cluster, ClusterError, KubectlError, binaries, down, up
 from localcluster import cluster as localcluster_cluster
@@ -128,9 +130,10 @@ def test_every_namespace_gets_the_cluster_ca(
         timeout=30,
         message="kube-root-ca.crt was not published",
     )
-    kubeconfig = json.loads(Path(cluster.kubeconfig).read_text())
-    assert "BEGIN CERTIFICATE" in config_map.data["ca.crt"]
-    assert kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"]
+    kubeconfig = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    cluster_ca = base64.b64decode(kubeconfig["clusters"][0]["cluster"]["certificate-authority-data"]).decode()
+    assert config_map.data is not None
+    assert config_map.data["ca.crt"].strip() == cluster_ca.strip()
 
 
 def test_a_service_account_token_authenticates_as_that_service_account(
@@ -138,7 +141,9 @@ def test_a_service_account_token_authenticates_as_that_service_account(
 ) -> None:
     core = client.CoreV1Api(kube_api)
     request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[]))
-    token = core.create_namespaced_service_account_token("default", namespace, request).status.token
+    issued = core.create_namespaced_service_account_token("default", namespace, request).status
+    assert issued is not None and issued.token
+    token = issued.token
 
     config = client.Configuration()
     config.host = cluster.server
@@ -149,6 +154,7 @@ def test_a_service_account_token_authenticates_as_that_service_account(
             client.V1SelfSubjectReview()
         )
 
+    assert review.status is not None and review.status.user_info is not None
     assert review.status.user_info.username == f"system:serviceaccount:{namespace}:default"
 
 
@@ -163,6 +169,7 @@ def test_rbac_denies_a_service_account_by_default(kube_api: client.ApiClient, na
             )
         )
     )
+    assert review.status is not None
     assert review.status.allowed is False
 
 
