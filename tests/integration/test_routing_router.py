@@ -147,3 +147,19 @@ def test_missing_service_is_reported(cluster: Cluster, namespace: str, provider:
     cluster.kubectl("delete", "service", "fraud-v3", "-n", namespace)
     with pytest.raises(TargetNotFoundError, match="fraud-v3"):
         provider.reconcile()
+
+
+def test_a_variant_url_overrides_the_service(cluster: Cluster, namespace: str, kube_api: ApiClient) -> None:
+    apply(cluster, namespace, service("fraud-v1"))  # no Service for v2: it is served outside the cluster
+    spec = experiment_spec({"provider": "Router", "router": {"configMap": CONFIG_MAP}})
+    spec = spec.model_copy(
+        update={
+            "challengers": [
+                spec.challengers[0].model_copy(update={"url": "https://v2.models.example.com:8443"})
+            ]
+        }
+    )
+    provider = provider_for(spec, namespace=namespace, experiment="fraud-v2", client=TrafficClient(kube_api))
+    provider.reconcile()
+    urls = [v["url"] for v in routes(cluster, namespace)["variants"]]
+    assert urls == [f"http://fraud-v1.{namespace}.svc:8080", "https://v2.models.example.com:8443"]

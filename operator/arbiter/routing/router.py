@@ -4,8 +4,9 @@
 document format is owned by :mod:`arbiter.router.config` (docs/router.md); this module only fills it:
 
 - ``experiment``: the experiment's name (a metric label and the salt of the sticky hash);
-- ``variants``: every variant, champion first, ``url: http://<service>.<namespace>.svc:<port>``
-  (the Service's port named ``http``, else its first port) and ``weight`` = its percent;
+- ``variants``: every variant, champion first, with ``url`` = the variant's ``url`` if set, else
+  ``http://<service>.<namespace>.svc:<port>`` (the Service's port named ``http``, else its first
+  port), and ``weight`` = its percent;
 - ``champion``: the spec's champion (the router retries a failed challenger request on it);
 - ``stickiness``: ``spec.routing.stickiness`` as is;
 - ``shadow``: the mirror's variant and percent, ``timeoutSeconds`` from ``spec.routing.shadow``.
@@ -136,6 +137,9 @@ class RouterProvider(BaseProvider):
     def _urls(self) -> dict[str, str]:
         urls = {}
         for variant in self.variants:
+            if variant.url is not None:  # served outside the cluster's DNS: no Service to read
+                urls[variant.name] = variant.url
+                continue
             service = self.service_of(variant)
             obj = self.client.get(SERVICES, self.namespace, service)
             if obj is None:
