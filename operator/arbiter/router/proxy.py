@@ -17,14 +17,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from arbiter.router.assign import Assigner
 from arbiter.router.compare import bodies_agree
-from arbiter.router.config import RouterConfig, RouterConfigError, parse_routes_yaml
+from arbiter.router.config import Limits, RouterConfig, RouterConfigError, parse_routes_yaml
+from arbiter.router.http import HTTPRequest, HTTPResponse, HTTPServer
 from arbiter.router.metrics import RouterMetrics
-from arbiter.router.upstream import UpstreamClient, UpstreamError, UpstreamResponse, strip_hop_by_hop
+from arbiter.router.upstream import (
+    Headers,
+    UpstreamClient,
+    UpstreamError,
+    UpstreamResponse,
+    strip_hop_by_hop,
+)
 
 __all__ = ["FEEDBACK_PATH", "VARIANT_HEADER", "Router"]
 
@@ -39,8 +45,8 @@ _NO_VARIANT = "none"
 _REQUEST_ID_MEMORY = 100_000
 
 
-class _BodyTooLarge(Exception):
-    pass
+_DEFAULT_MAX_BODY = Limits().max_body_bytes
+_JSON = ("Content-Type", "application/json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,8 +103,11 @@ class _Routes:
         )
 
 
-def _json_response(status: int, payload: dict[str, Any]) -> web.Response:
-    return web.Response(status=status, body=json.dumps(payload).encode(), content_type="application/json")
+def _json_response(status: int, payload: dict[str, Any], variant: str | None = None) -> HTTPResponse:
+    headers = [_JSON]
+    if variant is not None:
+        headers.append((VARIANT_HEADER, variant))
+    return HTTPResponse(status, json.dumps(payload).encode(), headers)
 
 
 class Router:
@@ -119,6 +128,7 @@ class Router:
         self._background: set[asyncio.Task[None]] = set()
         self._request_variants: OrderedDict[str, str] = OrderedDict()
         self._runners: list[web.BaseRunner] = []
+        self._servers: list[HTTPServer] = []
         self._random = random.Random()
 
     # -- configuration -------------------------------------------------------------------------
@@ -158,9 +168,18 @@ class Router:
 
     async def start(self, host: str, port: int) -> int:
         """Serve the proxy on host:port (0 picks a free port); return the bound port."""
-        server = web.Server(self.handle, access_log=None, auto_decompress=False)
-        runner = web.ServerRunner(server, handle_signals=False)
-        return await self._start_runner(runner, host, port)
+        server = HTTPServer(self.handle, max_body_bytes=self._max_body_bytes, on_rejected=self._rejected)
+        bound = await server.start(host, port)
+        self._servers.append(server)
+        return bound
+
+    def _max_body_bytes(self) -> int:
+        routes = self._routes
+        return routes.max_body_bytes if routes is not None else _DEFAULT_MAX_BODY
+
+    def _rejected(self, status: int) -> None:
+        routes = self._routes
+        self.metrics.request_done(routes.experiment if routes else "", _NO_VARIANT, status, None)
 
     async def start_metrics(self, host: str, port: int) -> int:
         """Serve /metrics, /healthz and /readyz on host:port; return the bound port."""
@@ -181,6 +200,9 @@ class Router:
 
     async def close(self) -> None:
         """Stop serving, cancel shadow requests still in flight and close upstream connections."""
+        for server in self._servers:
+            await server.close()
+        self._servers.clear()
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
@@ -202,32 +224,28 @@ class Router:
             return web.Response(status=503, text="no routes loaded yet\n")
         return web.Response(text=f"ok: {self._routes.describe()}\n")
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: HTTPRequest) -> HTTPResponse:
         """Proxy one request (or take feedback) using the routes in force when it arrived."""
         routes = self._routes
         if routes is None:
+            self.metrics.request_done("", _NO_VARIANT, 503, None)
             return _json_response(503, {"error": "the router has no routes yet"})
-        if request.path == FEEDBACK_PATH and request.method == "POST":
-            return await self._feedback(request, routes)
-        try:
-            body = await _read_body(request, routes.max_body_bytes)
-        except _BodyTooLarge:
+        if request.method == "POST" and request.path == FEEDBACK_PATH:
+            return self._feedback(request, routes)
+        body = request.body
+        if len(body) > routes.max_body_bytes:  # the limit shrank while this body was arriving
             self.metrics.request_done(routes.experiment, _NO_VARIANT, 413, None)
             return _json_response(413, {"error": f"request body over {routes.max_body_bytes} bytes"})
 
         variant = self._choose(request, routes)
-        headers = strip_hop_by_hop(request.headers)
-        peer = request.remote
-        if peer:
-            forwarded = headers.get("x-forwarded-for")
-            headers["x-forwarded-for"] = f"{forwarded}, {peer}" if forwarded else peer
+        headers = _forwarded_headers(request)
 
         loop = asyncio.get_running_loop()
         served: asyncio.Future[tuple[UpstreamResponse, float] | None] | None = None
         if routes.shadow_variant is not None and (
             routes.shadow_fraction >= 1.0 or self._random.random() < routes.shadow_fraction
         ):
-            served = self._mirror(routes, request.method, request.raw_path, headers, body)
+            served = self._mirror(routes, request.method, request.target, headers, body)
 
         started = loop.time()
         result: tuple[UpstreamResponse, float] | None = None
@@ -236,7 +254,7 @@ class Router:
                 response = await self._upstream.request(
                     routes.urls[variant],
                     request.method,
-                    request.raw_path,
+                    request.target,
                     headers,
                     body,
                     routes.upstream_timeout,
@@ -253,7 +271,7 @@ class Router:
                     response = await self._upstream.request(
                         routes.urls[variant],
                         request.method,
-                        request.raw_path,
+                        request.target,
                         headers,
                         body,
                         routes.upstream_timeout,
@@ -271,31 +289,27 @@ class Router:
                 served.set_result(result)
 
         self.metrics.request_done(routes.experiment, variant, response.status, elapsed)
-        request_id = request.headers.get(REQUEST_ID_HEADER)
+        request_id = request.header(REQUEST_ID_HEADER)
         if request_id:
             self._remember(request_id, variant)
-        out_headers = response.headers
-        out_headers[VARIANT_HEADER] = variant
-        return web.Response(
-            status=response.status, reason=response.reason, headers=out_headers, body=response.body
-        )
+        out_headers = response.headers.copy()
+        out_headers.append((VARIANT_HEADER, variant))
+        return HTTPResponse(response.status, response.body, out_headers, response.reason)
 
-    def _choose(self, request: web.BaseRequest, routes: _Routes) -> str:
+    def _choose(self, request: HTTPRequest, routes: _Routes) -> str:
         key: str | None = None
         if routes.sticky_header is not None:
-            key = request.headers.get(routes.sticky_header)
+            key = request.header(routes.sticky_header)
         elif routes.sticky_cookie is not None:
-            key = request.cookies.get(routes.sticky_cookie)
+            key = request.cookie(routes.sticky_cookie)
         if key:
             return routes.assigner.sticky(key)
         return routes.assigner.draw()
 
-    def _failed(self, routes: _Routes, variant: str, exc: UpstreamError, started: float) -> web.Response:
+    def _failed(self, routes: _Routes, variant: str, exc: UpstreamError, started: float) -> HTTPResponse:
         status = 504 if exc.reason == "timeout" else 502
         self.metrics.request_done(routes.experiment, variant, status, None)
-        response = _json_response(status, {"error": f"variant {variant} failed: {exc}"})
-        response.headers[VARIANT_HEADER] = variant
-        return response
+        return _json_response(status, {"error": f"variant {variant} failed: {exc}"}, variant)
 
     def _remember(self, request_id: str, variant: str) -> None:
         memory = self._request_variants
@@ -306,7 +320,7 @@ class Router:
     # -- shadow --------------------------------------------------------------------------------
 
     def _mirror(
-        self, routes: _Routes, method: str, path_qs: str, headers: CIMultiDict[str], body: bytes
+        self, routes: _Routes, method: str, path_qs: str, headers: Headers, body: bytes
     ) -> asyncio.Future[tuple[UpstreamResponse, float] | None] | None:
         """Start the shadow request in the background; return the future the served result goes to."""
         shadow = routes.shadow_variant
@@ -335,7 +349,7 @@ class Router:
         shadow: str,
         method: str,
         path_qs: str,
-        headers: CIMultiDict[str],
+        headers: Headers,
         body: bytes,
         served: asyncio.Future[tuple[UpstreamResponse, float] | None],
     ) -> None:
@@ -361,13 +375,11 @@ class Router:
 
     # -- feedback ------------------------------------------------------------------------------
 
-    async def _feedback(self, request: web.BaseRequest, routes: _Routes) -> web.Response:
-        try:
-            raw = await _read_body(request, _FEEDBACK_MAX_BYTES)
-        except _BodyTooLarge:
+    def _feedback(self, request: HTTPRequest, routes: _Routes) -> HTTPResponse:
+        if len(request.body) > _FEEDBACK_MAX_BYTES:
             return _json_response(413, {"error": f"feedback body over {_FEEDBACK_MAX_BYTES} bytes"})
         try:
-            payload = json.loads(raw)
+            payload = json.loads(request.body)
         except (ValueError, UnicodeDecodeError):
             return _json_response(400, {"error": "feedback body must be a JSON object"})
         problem, parsed = _parse_feedback(payload)
@@ -430,20 +442,14 @@ def _parse_feedback(
     return "", (key, request_id, success if has_success else None, value if has_value else None)
 
 
-async def _read_body(request: web.BaseRequest, limit: int) -> bytes:
-    if not request.body_exists:
-        return b""
-    length = request.content_length
-    if length is not None and length > limit:
-        raise _BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise _BodyTooLarge
-        chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+def _forwarded_headers(request: HTTPRequest) -> Headers:
+    """The request's end-to-end headers, with the client appended to X-Forwarded-For."""
+    headers = strip_hop_by_hop(request.headers)
+    if request.peer:
+        for index, (name, value) in enumerate(headers):
+            if name.lower() == "x-forwarded-for":
+                headers[index] = (name, f"{value}, {request.peer}")
+                break
+        else:
+            headers.append(("X-Forwarded-For", request.peer))
+    return headers

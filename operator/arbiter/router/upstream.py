@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
-
-from multidict import CIMultiDict
 
 __all__ = ["HOP_BY_HOP", "UpstreamClient", "UpstreamError", "UpstreamResponse", "strip_hop_by_hop"]
 
@@ -44,19 +43,18 @@ _NO_BODY_STATUS = frozenset({204, 304})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-def strip_hop_by_hop(headers: object) -> CIMultiDict[str]:
+Headers = list[tuple[str, str]]
+
+
+def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> Headers:
     """Copy headers without hop-by-hop ones, those named in `Connection`, Host and Content-Length."""
-    items = list(headers.items())  # type: ignore[attr-defined]
+    items = list(headers)
     named: set[str] | None = None
     for name, value in items:
-        if name.lower() == "connection" and value:
+        if value and name.lower() == "connection":
             named = (named or set()) | {token.strip().lower() for token in value.split(",")}
     drop = _DROP if named is None else _DROP | named
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in items:
-        if name.lower() not in drop:
-            out.add(name, value)
-    return out
+    return [(name, value) for name, value in items if name.lower() not in drop]
 
 
 class UpstreamError(Exception):
@@ -74,11 +72,15 @@ class UpstreamError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class UpstreamResponse:
-    """A complete upstream response; headers are already free of hop-by-hop headers."""
+    """A complete upstream response; headers are already free of hop-by-hop headers.
+
+    Content-Length is dropped too (it is recomputed), except in the answer to HEAD, where it
+    describes the body a GET would get.
+    """
 
     status: int
     reason: str
-    headers: CIMultiDict[str]
+    headers: Headers
     body: bytes
 
 
@@ -107,7 +109,7 @@ class _Connection(asyncio.Protocol):
         self._head_request = False
         self._got_bytes = False
         # Parse state of the response in progress.
-        self._head: tuple[int, str, CIMultiDict[str], bool] | None = None
+        self._head: tuple[int, str, Headers, bool] | None = None
         self._length: int | None = None
         self._chunked = False
         self._until_close = False
@@ -208,7 +210,7 @@ class _Connection(asyncio.Protocol):
         reason = parts[2] if len(parts) > 2 else ""
         if 100 <= status < 200 and status != 101:
             return
-        headers: CIMultiDict[str] = CIMultiDict()
+        headers: Headers = []
         length: int | None = None
         chunked = False
         keep_alive = parts[0] == "HTTP/1.1"
@@ -227,14 +229,15 @@ class _Connection(asyncio.Protocol):
                 chunked = value.lower().endswith("chunked")
             elif lower == "connection":
                 connection_tokens |= {t.strip().lower() for t in value.split(",")}
-            if lower not in _DROP:
-                headers.add(name, value)
+            if lower not in _DROP or (lower == "content-length" and self._head_request):
+                headers.append((name, value))
         if "close" in connection_tokens:
             keep_alive = False
         elif "keep-alive" in connection_tokens:
             keep_alive = True
-        for token in connection_tokens - {"close", "keep-alive"}:
-            headers.popall(token, None)
+        named = connection_tokens - {"close", "keep-alive"}
+        if named:
+            headers = [(k, v) for k, v in headers if k.lower() not in named]
         self.keep_alive = keep_alive
         self._head = (status, reason, headers, keep_alive)
         if self._head_request or status in _NO_BODY_STATUS:
@@ -356,7 +359,7 @@ class UpstreamClient:
         base_url: str,
         method: str,
         path_qs: str,
-        headers: CIMultiDict[str],
+        headers: Iterable[tuple[str, str]],
         body: bytes,
         timeout: float,
     ) -> UpstreamResponse:
@@ -367,7 +370,7 @@ class UpstreamClient:
         """
         origin = self._origin(base_url)
         lines = [f"{method} {origin.prefix}{path_qs} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
-        for name, value in headers.items():
+        for name, value in headers:
             lines.append(f"{name}: {value}\r\n")
         if body or method in _BODY_METHODS:
             lines.append(f"Content-Length: {len(body)}\r\n")

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
-from multidict import CIMultiDict
 from router_testing import free_port
 
 from arbiter.router.upstream import UpstreamClient, UpstreamError, strip_hop_by_hop
@@ -81,7 +80,7 @@ async def fetch(
     body: bytes = b"{}",
     timeout: float = 5.0,
 ):  # type: ignore[no-untyped-def]
-    return await client.request(url, method, path, CIMultiDict({"X-A": "1"}), body, timeout)
+    return await client.request(url, method, path, [("X-A", "1")], body, timeout)
 
 
 async def test_keep_alive_reuses_one_connection_and_sends_host_and_length(raw_server) -> None:
@@ -113,8 +112,7 @@ async def test_chunked_response_with_extensions_and_trailers(raw_server) -> None
         for _ in range(2):
             response = await fetch(client, server.url)
             assert response.body == b"hello world"
-            assert response.headers["X-Model"] == "m"
-            assert "Transfer-Encoding" not in response.headers
+            assert response.headers == [("X-Model", "m")]
         assert server.connections == 1, "a complete chunked body leaves the connection reusable"
     finally:
         await client.close()
@@ -166,7 +164,7 @@ async def test_connection_close_header_is_honoured_and_named_headers_are_dropped
     try:
         response = await fetch(client, server.url)
         assert response.body == b"ok"
-        assert dict(response.headers) == {"X-Keep": "2"}
+        assert response.headers == [("X-Keep", "2")]
         await fetch(client, server.url)
         assert server.connections == 2
     finally:
@@ -179,11 +177,8 @@ async def test_head_response_has_no_body_even_with_a_length(raw_server) -> None:
     try:
         for _ in range(2):
             response = await fetch(client, server.url, method="HEAD", body=b"")
-            assert (response.status, response.body, response.headers.get("Content-Length")) == (
-                200,
-                b"",
-                None,
-            )
+            assert (response.status, response.body) == (200, b"")
+            assert response.headers == [("Content-Length", "500")], "HEAD keeps the length of the GET body"
         assert server.connections == 1
         assert b"Content-Length" not in server.requests[0], "no length for a bodiless HEAD"
     finally:
@@ -240,16 +235,14 @@ async def test_timeout_closes_the_connection(raw_server) -> None:
 
 
 def test_strip_hop_by_hop() -> None:
-    headers = CIMultiDict(
-        [
-            ("Connection", "x-a, Keep-Alive"),
-            ("X-A", "1"),
-            ("X-B", "2"),
-            ("Host", "h"),
-            ("Content-Length", "3"),
-            ("TE", "trailers"),
-            ("X-B", "3"),
-            ("Upgrade", "h2c"),
-        ]
-    )
-    assert list(strip_hop_by_hop(headers).items()) == [("X-B", "2"), ("X-B", "3")]
+    headers = [
+        ("Connection", "x-a, Keep-Alive"),
+        ("X-A", "1"),
+        ("X-B", "2"),
+        ("Host", "h"),
+        ("Content-Length", "3"),
+        ("TE", "trailers"),
+        ("X-B", "3"),
+        ("Upgrade", "h2c"),
+    ]
+    assert strip_hop_by_hop(headers) == [("X-B", "2"), ("X-B", "3")]
