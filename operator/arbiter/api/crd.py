@@ -93,6 +93,8 @@ def _structural(schema: JsonSchema, defs: dict[str, JsonSchema], path: tuple[str
             }
         elif key == "items":
             out["items"] = _structural(value, defs, (*path, "[]"))
+        elif key == "additionalProperties" and value is True:
+            out["x-kubernetes-preserve-unknown-fields"] = True  # dict[str, Any]: free-form
         elif key == "additionalProperties" and isinstance(value, dict):
             out["additionalProperties"] = _structural(value, defs, path)
         elif key in ("exclusiveMinimum", "exclusiveMaximum"):
@@ -110,6 +112,7 @@ def _structural(schema: JsonSchema, defs: dict[str, JsonSchema], path: tuple[str
         # Object defaults are written as {} so the API server fills nested defaults field by field.
         out["default"] = {}
     if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
+        # An object without a declared shape keeps what it is given instead of being pruned empty.
         out["x-kubernetes-preserve-unknown-fields"] = True
     if tuple(path) in _LIST_MAP_KEYS:
         out["x-kubernetes-list-type"] = "map"

@@ -733,9 +733,43 @@ class DecisionRecord(_Model):
 
     model_config = ConfigDict(extra="ignore")
 
-    outcome: str = Field(description="e.g. Waiting, Advance, Hold, Promote, Rollback, Pause, Conclude.")
+    outcome: str = Field(description="Wait, Hold, Advance, Promote, Rollback, Pause, Resume or Conclude.")
     reason: str = Field(default="", description="Why, with the numbers behind it.")
     time: str | None = Field(default=None, description="When (RFC 3339).")
+    winner: str | None = Field(
+        default=None, description="The variant that got all traffic, on a final decision."
+    )
+
+
+class GuardrailState(_Model):
+    """One guardrail on one challenger at the last tick."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(description="Guardrail name.")
+    variant: str = Field(description="The challenger judged.")
+    value: float | None = Field(default=None, description="The challenger's value.")
+    champion_value: float | None = Field(
+        default=None, description="The champion's value, for relative bounds."
+    )
+    estimate: float | None = Field(
+        default=None, description="Estimated harm (challenger minus champion, worse-way)."
+    )
+    p_value: float | None = Field(
+        default=None, description="Always-valid p-value of the harm test (rate guardrails)."
+    )
+    breaches: int = Field(default=0, description="Consecutive breaches so far.")
+    breached: bool = Field(default=False, description="Breached at the last tick.")
+    reason: str | None = Field(default=None, description="Human explanation with the numbers.")
+
+
+class TrafficStatus(_Model):
+    """Whether the data plane carries the weights the engine set (read back from the provider)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    verified: str = Field(description="Yes, No, CannotTell or Finalized.")
+    reason: str = Field(default="", description="What was observed.")
 
 
 class ModelExperimentStatus(_Model):
@@ -758,6 +792,30 @@ class ModelExperimentStatus(_Model):
         default=None, description=f"The last {MAX_HISTORY} transitions."
     )
     conditions: list[Condition] | None = Field(default=None, description="Standard conditions.")
+    pause_reason: str | None = Field(
+        default=None,
+        description="Why the experiment is Paused: Spec, SampleRatioMismatch, MetricsUnavailable, "
+        "AwaitingPromotion, Loss or Timeout.",
+    )
+    guardrails: list[GuardrailState] | None = Field(
+        default=None, description="Guardrail states per challenger."
+    )
+    analysis: dict[str, Any] | None = Field(
+        default=None,
+        description="The numbers behind the decision: primary (per challenger: n, values, difference, lift, CI, "
+        "p-value, verdict), secondary (Holm-adjusted p-values) and srm (chi-square p-value, observed and "
+        "expected counts).",
+    )
+    traffic: TrafficStatus | None = Field(
+        default=None, description="Whether the data plane carries the weights."
+    )
+    handled_actions: dict[str, str] | None = Field(
+        default=None, description="The arbiter.dev/<action> annotation values already acted on."
+    )
+    engine: dict[str, Any] | None = Field(
+        default=None,
+        description="The engine's memory between ticks (counter baselines, sequential test state); internal.",
+    )
 
 
 def parse_spec(spec: dict[str, Any]) -> ModelExperimentSpec:

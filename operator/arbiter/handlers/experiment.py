@@ -1,8 +1,10 @@
-"""Kopf handlers for ModelExperiment: parse, ask the decision core, write status. Nothing else.
+"""Kopf handlers for ModelExperiment: read, ask the decision core, route, write status. Nothing else.
 
-One daemon per experiment runs the loop: it re-reads the object from the API server every tick (so a
-restart resumes from status, never from memory), delegates the decision to ``arbiter.rollout``, patches
-status only when it changed and posts an Event per transition. Spec updates wake the daemon at once.
+One daemon per experiment runs the loop. Every tick re-reads the object from the API server (so a
+restart resumes from status, never from memory), admits it (workloads ready?), reads the metrics,
+asks :func:`arbiter.rollout.engine.step` what to do, applies the traffic through the routing provider
+and only then writes the status: a route that could not be applied is never recorded as done.
+Spec and annotation changes wake the loop at once.
 """
 
 from __future__ import annotations
@@ -11,17 +13,35 @@ import asyncio
 import datetime as dt
 import logging
 import os
+import time
 from typing import Any
 
 import kopf
 from pydantic import ValidationError
 
-from arbiter.api import GROUP, PLURAL, VERSION, ModelExperimentSpec, parse_spec
+from arbiter.api import (
+    GROUP,
+    PLURAL,
+    TERMINAL_PHASES,
+    VERSION,
+    ModelExperimentSpec,
+    Phase,
+    parse_duration,
+    parse_spec,
+)
+from arbiter.api.conditions import set_condition
+from arbiter.handlers import telemetry
+from arbiter.handlers.observe import read_observations
 from arbiter.k8s import experiments as k8s_experiments
-from arbiter.rollout.lifecycle import Outcome, admit
+from arbiter.metrics import provider_for as metrics_provider_for
+from arbiter.rollout.engine import Controls, Plan, RoutingAction
+from arbiter.rollout.engine import step as engine_step
+from arbiter.rollout.lifecycle import Event, Outcome, admit
+from arbiter.routing import Mirror, RoutingError, Verification
+from arbiter.routing import provider_for as routing_provider_for
 
 FINALIZER = f"{GROUP}/finalizer"
-#: How often an experiment that is not progressing yet (Pending/Failed) is looked at again.
+#: How often an experiment that is not progressing yet (Pending/Failed) or finished is looked at again.
 RESYNC_SECONDS = float(os.environ.get("ARBITER_RESYNC_SECONDS", "5"))
 
 
@@ -44,6 +64,12 @@ def wake_on_spec_change(memo: kopf.Memo, **_: Any) -> None:
     _wakeup(memo).set()
 
 
+@kopf.on.field(GROUP, VERSION, PLURAL, field="metadata.annotations")
+def wake_on_annotation_change(memo: kopf.Memo, **_: Any) -> None:
+    """Manual control annotations (arbiter.dev/promote, abort, retry, resume) are acted on at once."""
+    _wakeup(memo).set()
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
 async def experiment_loop(
     stopped: kopf.DaemonStopped,
@@ -58,28 +84,49 @@ async def experiment_loop(
     wakeup = _wakeup(memo)
     while not stopped:
         wakeup.clear()
+        started = time.monotonic()
         try:
             delay = await tick(namespace or "", name, body, logger)
         except Exception as exc:  # never let one bad object kill its loop: log, back off, retry
             logger.exception("tick failed for %s/%s: %s", namespace, name, exc)
             delay = RESYNC_SECONDS
+        finally:
+            telemetry.TICK_SECONDS.observe(time.monotonic() - started)
         if delay is None:
+            telemetry.record_phase(namespace or "", name, None)
             return
         waiter = asyncio.ensure_future(wakeup.wait())
+        stopper = asyncio.ensure_future(stopped.wait())
         try:
-            await asyncio.wait(
-                {waiter, asyncio.ensure_future(stopped.wait())},
-                timeout=delay,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+            await asyncio.wait({waiter, stopper}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
+            stopper.cancel()
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-def on_delete(name: str, namespace: str | None, logger: kopf.Logger, **_: Any) -> None:
-    """Nothing to clean up yet beyond what owner references remove; routing finalization hooks in here."""
-    logger.info("ModelExperiment %s/%s deleted", namespace, name)
+def on_delete(
+    name: str, namespace: str | None, spec: kopf.Spec, status: kopf.Status, logger: kopf.Logger, **_: Any
+) -> None:
+    """An experiment deleted before it finished hands all traffic back to the champion."""
+    telemetry.record_phase(namespace or "", name, None)
+    phase = dict(status or {}).get("phase")
+    if phase in {p.value for p in TERMINAL_PHASES} or phase in (None, Phase.PENDING.value):
+        return
+    try:
+        parsed = parse_spec(dict(spec))
+    except ValidationError:
+        return
+    provider = routing_provider_for(parsed, namespace or "", name)
+    try:
+        provider.finalize(parsed.champion.name)
+    except RoutingError as exc:
+        if exc.retryable:
+            raise kopf.TemporaryError(
+                f"could not route traffic back to the champion: {exc}", delay=5
+            ) from exc
+        logger.warning("could not route traffic back to the champion: %s", exc)
+    logger.info("experiment deleted while %s: all traffic back to %s", phase, parsed.champion.name)
 
 
 async def tick(namespace: str, name: str, ref: kopf.Body, logger: kopf.Logger) -> float | None:
@@ -94,34 +141,124 @@ async def tick(namespace: str, name: str, ref: kopf.Body, logger: kopf.Logger) -
     body = await asyncio.to_thread(k8s_experiments.get_experiment, namespace, name)
     if body is None:
         return None
-    status: dict[str, Any] = dict(body.get("status") or {})
+    meta = body.get("metadata", {})
+    generation = meta.get("generation")
+    before: dict[str, Any] = dict(body.get("status") or {})
     spec, spec_error = _parse(body.get("spec") or {})
     problems: list[str] = []
     if spec is not None:
         states = await asyncio.to_thread(k8s_experiments.workload_states, namespace, spec.variants)
         problems = [p for state in states for p in state.problems]
-    outcome = admit(
-        status=status,
-        generation=body.get("metadata", {}).get("generation"),
+    admitted = admit(
+        status=before,
+        generation=generation,
         spec=spec,
         spec_error=spec_error,
         workload_problems=problems,
         now=_now(),
     )
-    await _apply(body, ref, status, outcome, logger)
-    return RESYNC_SECONDS
+    phase = admitted.status.get("phase")
+    if spec is None or phase in (None, Phase.PENDING.value, Phase.FAILED.value):
+        await _write(body, ref, before, admitted.status, admitted.events, logger)
+        return RESYNC_SECONDS
+
+    controls = Controls.from_annotations(meta.get("annotations"))
+    plan = await asyncio.to_thread(_decide, spec, namespace, name, admitted.status, controls, generation)
+    telemetry.DECISIONS.labels(plan.outcome).inc()
+    events = [*admitted.events, *plan.events]
+    try:
+        routed = await asyncio.to_thread(_route, spec, namespace, name, before, plan)
+    except RoutingError as exc:
+        telemetry.ROUTING_ERRORS.labels(spec.routing.provider.value).inc()
+        # Nothing of this tick is recorded: the next tick decides again from the same status.
+        status = dict(before)
+        status["conditions"] = set_condition(
+            status.get("conditions"),
+            "Ready",
+            "False",
+            "RoutingFailed",
+            f"{spec.routing.provider.value}: {exc}",
+            _now(),
+            generation,
+        )
+        await _write(body, ref, before, status, [Event("Warning", "RoutingFailed", str(exc))], logger)
+        return parse_duration(spec.analysis.interval)
+    new_status = dict(plan.status)
+    if routed is not None:
+        new_status["traffic"] = routed
+    await _write(body, ref, before, new_status, events, logger)
+    if new_status.get("phase") in {p.value for p in TERMINAL_PHASES}:
+        return max(RESYNC_SECONDS, parse_duration(spec.analysis.interval))
+    return parse_duration(spec.analysis.interval)
 
 
-async def _apply(
-    body: dict[str, Any], ref: kopf.Body, before: dict[str, Any], outcome: Outcome, logger: kopf.Logger
+def _decide(
+    spec: ModelExperimentSpec,
+    namespace: str,
+    name: str,
+    status: dict[str, Any],
+    controls: Controls,
+    generation: int | None,
+) -> Plan:
+    """Read the metrics (unless finished) and run the engine."""
+    from arbiter.rollout.observations import Observations
+
+    if status.get("phase") in {p.value for p in TERMINAL_PHASES}:
+        observations = Observations()
+    else:
+        provider = metrics_provider_for(spec.analysis)
+        try:
+            observations = read_observations(provider, spec, namespace, name)
+        finally:
+            close = getattr(provider, "close", None)
+            if callable(close):
+                close()
+        telemetry.QUERY_ERRORS.inc(len(observations.errors()))
+    return engine_step(spec, status, observations, dt.datetime.now(dt.UTC), controls, generation)
+
+
+def _route(
+    spec: ModelExperimentSpec, namespace: str, name: str, before: dict[str, Any], plan: Plan
+) -> dict[str, Any] | None:
+    """Apply the plan's traffic; re-apply when the data plane drifted. Returns the traffic status."""
+    action: RoutingAction | None = plan.routing
+    if action is None:
+        return None
+    provider = routing_provider_for(spec, namespace, name)
+    if action.final:
+        assert action.winner is not None
+        provider.finalize(action.winner)
+        return {"verified": "Finalized", "reason": f"all traffic to {action.winner}"}
+    mirror = Mirror(action.mirror[0], action.mirror[1]) if action.mirror else None
+    first = not (before.get("engine") or {}).get("routed")
+    if first or before.get("weights") != action.weights:
+        provider.reconcile()
+        provider.set_weights(action.weights, mirror)
+        plan.status.setdefault("engine", {})["routed"] = True
+    verdict = provider.verify(action.weights, mirror)
+    if verdict.outcome is Verification.NO and not first:
+        provider.reconcile()
+        provider.set_weights(action.weights, mirror)
+        verdict = provider.verify(action.weights, mirror)
+    return {"verified": verdict.outcome.value, "reason": verdict.reason}
+
+
+async def _write(
+    body: dict[str, Any],
+    ref: kopf.Body,
+    before: dict[str, Any],
+    status: dict[str, Any],
+    events: list[Event] | tuple[Event, ...],
+    logger: kopf.Logger,
 ) -> None:
-    """Patch status when it changed, then post the events."""
+    """Write status when it changed, then post the events."""
     meta = body["metadata"]
-    if outcome.changed(before):
-        await asyncio.to_thread(k8s_experiments.patch_status, meta["namespace"], meta["name"], outcome.status)
-    for event in outcome.events:
+    telemetry.record_phase(meta["namespace"], meta["name"], status.get("phase"))
+    if status != before:
+        await asyncio.to_thread(k8s_experiments.replace_status, meta["namespace"], meta["name"], status)
+    for event in events:
         logger.info("%s: %s", event.reason, event.message)
-        kopf.event(ref, type=event.type, reason=event.reason, message=event.message)
+        kopf.event(ref, type=event.type, reason=event.reason, message=event.message[:1024])
 
 
 def _parse(spec: dict[str, Any]) -> tuple[ModelExperimentSpec | None, str | None]:
@@ -143,3 +280,6 @@ def _wakeup(memo: kopf.Memo) -> asyncio.Event:
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+__all__ = ["Outcome", "tick"]

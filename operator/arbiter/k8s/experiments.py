@@ -12,11 +12,21 @@ from arbiter.api import GROUP, PLURAL, VERSION, Variant
 from arbiter.k8s.config import api_client
 
 
-def patch_status(namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-    """Merge-patch the status subresource of one ModelExperiment and return the stored object."""
+def replace_status(namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    """Replace the whole status of one ModelExperiment (a JSON patch) and return the stored object.
+
+    A merge patch cannot remove keys nested in maps the engine rewrites (e.g. counters after a
+    retry), so the status is written whole: it is the engine's complete state.
+    """
     api = client.CustomObjectsApi(api_client())
     result = api.patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+        [{"op": "add", "path": "/status", "value": status}],
+        _content_type="application/json-patch+json",
     )
     return cast(dict[str, Any], result)
 

@@ -1,0 +1,96 @@
+"""Read one tick's observations through the metrics provider and hand them to the engine's types."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from arbiter.api import Metric, ModelExperimentSpec
+from arbiter.api.v1alpha1 import Guardrail
+from arbiter.metrics import MetricSample, MetricsProvider, Observation, Outcome, QueryContext, collect_metric
+from arbiter.rollout.observations import MetricData, Observations, Reading, SufficientStats
+from arbiter.stats import MeanStats, ProportionStats
+
+
+def read_observations(
+    provider: MetricsProvider, spec: ModelExperimentSpec, namespace: str, experiment: str
+) -> Observations:
+    """Query every guardrail, metric and sample count of the experiment at one instant.
+
+    Never raises for a failed query: failures become errors in the observations, which the engine
+    treats as inconclusive (and, repeated, as a reason to pause).
+    """
+    context = QueryContext(experiment=experiment, namespace=namespace, time=time.time())
+    variants = [v.name for v in spec.variants]
+    analysis = spec.analysis
+    guardrails: dict[str, dict[str, Reading]] = {}
+    rates: dict[str, MetricData] = {}
+    for guardrail in analysis.guardrails:
+        if guardrail.query is not None:
+            answers = provider.query_per_variant(guardrail.query, context, variants)
+            guardrails[guardrail.name] = {v: _reading(answers.get(v)) for v in variants}
+        if guardrail.rate is not None:
+            rates[guardrail.name] = _metric_data(
+                collect_metric(provider, _rate_metric(guardrail), context, variants)
+            )
+    primary = (
+        _metric_data(collect_metric(provider, analysis.primary, context, variants))
+        if analysis.primary
+        else None
+    )
+    secondary = {
+        m.name: _metric_data(collect_metric(provider, m, context, variants)) for m in analysis.secondary
+    }
+    samples: dict[str, Reading] = {}
+    if analysis.sample_count is not None:
+        answers = provider.query_per_variant(analysis.sample_count, context, variants)
+        samples = {v: _reading(answers.get(v)) for v in variants}
+    return Observations(
+        guardrails=guardrails, guardrail_rates=rates, primary=primary, secondary=secondary, samples=samples
+    )
+
+
+def _reading(observation: Observation | None) -> Reading:
+    if observation is None:
+        return Reading()
+    if observation.is_error:
+        return Reading(error=observation.message)
+    if observation.is_value and observation.value is not None:
+        return Reading(value=float(observation.value))
+    return Reading()
+
+
+def _rate_metric(guardrail: Guardrail) -> Metric:
+    """A guardrail's counters in the shape the metric collector reads (the MDE is unused there)."""
+    rate = guardrail.rate
+    assert rate is not None
+    return Metric(
+        name=guardrail.name,
+        type=rate.type,
+        successes=rate.successes,
+        trials=rate.trials,
+        count=rate.count,
+        sum=rate.sum,
+        sum_squares=rate.sum_squares,
+        minimum_detectable_effect=1.0,
+    )
+
+
+def _metric_data(samples: Mapping[str, MetricSample]) -> MetricData:
+    stats: dict[str, SufficientStats] = {}
+    missing: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    for variant, sample in samples.items():
+        values = sample.values
+        if sample.outcome is Outcome.VALUE and values is not None:
+            if "trials" in values:
+                stats[variant] = ProportionStats(successes=values["successes"], trials=values["trials"])
+            else:
+                stats[variant] = MeanStats(
+                    n=values["count"], sum=values["sum"], sum_squares=values["sum_squares"]
+                )
+        elif sample.outcome is Outcome.ERROR:
+            errors[variant] = sample.message
+        else:
+            missing[variant] = sample.message or "no data"
+    return MetricData(stats=stats, missing=missing, errors=errors)

@@ -1,0 +1,65 @@
+"""Turn cumulative Prometheus counters into "what happened since the experiment started".
+
+Counters are read as running totals. The experiment only counts what happened after it started
+(the champion's counters may carry days of earlier traffic), and a counter that goes down means the
+process exporting it restarted: what it had counted before the restart is carried over instead of
+being lost or counted twice. The tracker is a small JSON object kept in the CR status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arbiter.rollout.observations import SufficientStats
+from arbiter.stats import MeanStats, ProportionStats
+
+Tracker = dict[str, Any]
+
+
+def _fields(stats: SufficientStats) -> list[float]:
+    if isinstance(stats, ProportionStats):
+        return [float(stats.successes), float(stats.trials)]
+    return [float(stats.n), float(stats.sum), float(stats.sum_squares)]
+
+
+def _build(like: SufficientStats, values: list[float]) -> SufficientStats:
+    if isinstance(like, ProportionStats):
+        return ProportionStats(successes=values[0], trials=values[1])
+    return MeanStats(n=values[0], sum=values[1], sum_squares=values[2])
+
+
+def _count(stats: SufficientStats) -> float:
+    return float(stats.trials if isinstance(stats, ProportionStats) else stats.n)
+
+
+def accumulate(tracker: Tracker | None, current: SufficientStats) -> tuple[SufficientStats, Tracker]:
+    """Add one reading of a cumulative counter to its tracker.
+
+    Args:
+        tracker: the stored tracker (``base``: totals when tracking began; ``carry``: totals counted
+            before restarts; ``last``: the previous reading), or None on the first reading.
+        current: the counter totals read now.
+
+    Returns:
+        The totals since tracking began, and the new tracker.
+    """
+    now = _fields(current)
+    if tracker is None:
+        return _build(current, [0.0] * len(now)), {"base": now, "carry": [0.0] * len(now), "last": now}
+    base = [float(x) for x in tracker["base"]]
+    carry = [float(x) for x in tracker["carry"]]
+    last = [float(x) for x in tracker["last"]]
+    if len(base) != len(now):  # the metric changed type: start over
+        return accumulate(None, current)
+    # The count (trials or n) going down means the exporter restarted and began again from zero.
+    if _count(_build(current, now)) < _count(_build(current, last)):
+        carry = [c + lv for c, lv in zip(carry, last, strict=True)]
+    since = [max(0.0, c + v - b) for c, v, b in zip(carry, now, base, strict=True)]
+    return _build(current, since), {"base": base, "carry": carry, "last": now}
+
+
+def accumulate_count(tracker: Tracker | None, current: float) -> tuple[float, Tracker]:
+    """:func:`accumulate` for a plain count (e.g. samples)."""
+    total, new = accumulate(tracker, ProportionStats(successes=0.0, trials=current))
+    assert isinstance(total, ProportionStats)
+    return float(total.trials), new
