@@ -185,6 +185,8 @@ class _Tick:
         self.challengers = [c.name for c in spec.challengers]
         self.variants = [self.champion, *self.challengers]
         self.engine: dict[str, Any] = self.status.setdefault("engine", {})
+        self.counters: dict[str, dict[str, SufficientStats]] = {}
+        self.samples: dict[str, float] = {}
 
     # ----------------------------------------------------------------- bookkeeping
 
@@ -207,10 +209,12 @@ class _Tick:
         self.status["decision"] = record
         self.status["message"] = reason
 
-    def transition(self, to: Phase, reason: str, label: str | None = None) -> None:
+    def transition(
+        self, to: Phase, reason: str, label: str | None = None, from_label: str | None = None
+    ) -> None:
         """Move to another phase (or step, with ``label``) and keep the bounded history."""
         before = self.status.get("phase") or "New"
-        before_label = self._label(before)
+        before_label = from_label or self._label(before)
         self.status["phase"] = to.value
         after_label = label or self._label(to.value)
         if before_label == after_label:
@@ -319,6 +323,7 @@ class _Tick:
             return self.plan()
         available = self.handle_metrics_availability()
         data = self.read_counters()
+        self.counters = data
         guardrails_ok = self.judge_guardrails(data_ok=available)
         if self.phase in TERMINAL_PHASES:
             return self.plan()
@@ -667,12 +672,11 @@ class _Tick:
         return verdicts
 
     def counters_for(self, key: str) -> dict[str, SufficientStats]:
-        return self.counters.get(key, {}) if hasattr(self, "counters") else {}
+        return self.counters.get(key, {})
 
     # ----------------------------------------------------------------- sample-ratio mismatch
 
     def judge_srm(self, data: dict[str, dict[str, SufficientStats]]) -> bool:
-        self.counters = data
         if self.in_shadow() or self.status.get("challengerWeight", 0) == 0:
             self.condition("SampleRatioMismatch", False, "NotApplicable", "no split to check yet")
             return True
@@ -796,8 +800,10 @@ class _Tick:
     ) -> None:
         if self.phase is not Phase.PROGRESSING:
             return
-        if self.engine.get("stepSamples") is None:
-            # The step's split has been in place for a tick: count its samples from here on.
+        fresh = self.engine.get("stepSamples") is None
+        if fresh:
+            # The step's weights were applied on the previous tick (or now): its samples count from here,
+            # and it is judged on data collected at its weights only, from the next tick on.
             self.engine["stepSamples"] = dict(self.samples)
         verdicts = {name: d.verdict for name, d in (tick.challengers.items() if tick else [])}
         results = {name: d for name, d in (tick.challengers.items() if tick else [])}
@@ -832,7 +838,7 @@ class _Tick:
             else:
                 self.decide(HOLD, self.hold_reason(tick))
             return
-        self.advance_canary(winner, results, guardrails_ok, tick)
+        self.advance_canary(winner, results, guardrails_ok and not fresh, tick, fresh)
 
     def hold_conditions(self) -> list[str]:
         """What the current step still waits for (empty when it may end)."""
@@ -874,7 +880,12 @@ class _Tick:
         return "collecting data: " + ("; ".join(parts) if parts else "waiting")
 
     def advance_canary(
-        self, winner: str | None, results: Mapping[str, Any], guardrails_ok: bool, tick: TickDecision | None
+        self,
+        winner: str | None,
+        results: Mapping[str, Any],
+        guardrails_ok: bool,
+        tick: TickDecision | None,
+        fresh: bool = False,
     ) -> None:
         steps = self.spec.steps or []
         current = int(self.status.get("currentStep", 0))
@@ -891,6 +902,7 @@ class _Tick:
             )
             return
         if current < len(steps) - 1:
+            from_label = self._label(Phase.PROGRESSING.value)
             self.status["currentStep"] = current + 1
             self.status["stepStartedAt"] = self.now_text
             self.engine["stepSamples"] = None
@@ -900,7 +912,7 @@ class _Tick:
                 f"step {current} passed: guardrails healthy"
                 f"{', ' + self.hold_reason(tick) if tick else ''}; now {desired_total(new, self.challengers)}% to challengers"
             )
-            self.transition(Phase.PROGRESSING, reason)
+            self.transition(Phase.PROGRESSING, reason, from_label=from_label)
             self.event("Normal", "Advanced", reason)
             self.decide(ADVANCE, reason)
             self.condition("Progressing", True, "Advanced", reason)
