@@ -166,6 +166,18 @@ def test_invalid_spec_is_rejected_by_the_api_server(
     assert cluster.kubectl("get", "mexp", "invalid-probe", "-n", namespace, check=False).returncode != 0
 
 
+def test_shadow_with_replicas_is_rejected_by_the_api_server(
+    cluster: Any, arbiter_crd: str, namespace: str
+) -> None:
+    experiment = canary_experiment(namespace)
+    experiment["spec"]["mode"] = "Shadow"
+    experiment["spec"]["routing"] = {"provider": "Replicas"}
+    result = cluster.kubectl("create", "-f", "-", input=yaml.safe_dump(experiment), check=False)
+    assert result.returncode != 0
+    assert "spec.routing.provider" in result.stderr
+    assert "mode Shadow needs a provider that can mirror traffic" in result.stderr
+
+
 def test_a_valid_spec_is_accepted_by_the_same_path(cluster: Any, arbiter_crd: str, namespace: str) -> None:
     result = cluster.kubectl(
         "create", "-f", "-", input=yaml.safe_dump(canary_experiment(namespace)), check=False

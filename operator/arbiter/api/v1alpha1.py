@@ -619,6 +619,11 @@ _SPEC_RULES: list[JsonValue] = [
         ".steps",
     ),
     _cel(
+        "self.mode != 'Shadow' || self.routing.provider != 'Replicas'",
+        "mode Shadow needs a provider that can mirror traffic (Router, GatewayAPI or Istio), not Replicas",
+        ".routing.provider",
+    ),
+    _cel(
         "self.mode != 'ABTest' || has(self.analysis.primary)",
         "mode ABTest needs spec.analysis.primary",
         ".analysis",
@@ -673,6 +678,10 @@ class ModelExperimentSpec(_Model):
         weights = [s.weight for s in self.steps or []]
         if any(a >= b for a, b in itertools.pairwise(weights)):
             raise ValueError("step weights must be strictly increasing")
+        if self.mode is Mode.SHADOW and self.routing.provider is RoutingProviderName.REPLICAS:
+            raise ValueError(
+                "mode Shadow needs a provider that can mirror traffic (Router, GatewayAPI or Istio), not Replicas"
+            )
         if self.mode is Mode.AB_TEST and self.analysis.primary is None:
             raise ValueError("mode ABTest needs spec.analysis.primary")
         if self.routing.provider is not RoutingProviderName.REPLICAS:

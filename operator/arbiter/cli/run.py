@@ -26,6 +26,20 @@ def register(subparsers: Any) -> None:
         metavar="URL",
         help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve the operator's Prometheus metrics (experiments by phase, decisions, tick duration, "
+        "query errors) on this port",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        default="0.0.0.0",
+        metavar="ADDR",
+        help="address for --metrics-port (default 0.0.0.0)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log at debug level")
     parser.set_defaults(func=run)
 
@@ -36,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
 
     import arbiter.main  # noqa: F401  (registers the handlers)
 
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr=args.metrics_address)
     kopf.configure(verbose=args.verbose)
     kopf.run(
         clusterwide=not args.namespace,

@@ -115,6 +115,14 @@ def test_invalid_spec_is_rejected_with_a_clear_message(
     assert expected in str(excinfo.value), f"{title}: {excinfo.value}"
 
 
+def test_shadow_with_replicas_is_rejected() -> None:
+    spec = valid_spec()
+    spec["mode"] = "Shadow"
+    spec["routing"] = {"provider": "Replicas"}
+    with pytest.raises(ValidationError, match="mode Shadow needs a provider that can mirror"):
+        parse_spec(spec)
+
+
 def test_istio_without_block_names_the_field() -> None:
     spec = valid_spec()
     spec["routing"]["provider"] = "Istio"
