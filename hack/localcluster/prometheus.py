@@ -81,8 +81,9 @@ class Prometheus:
     def __init__(
         self, workdir: str | Path | None = None, *, port: int | None = None, die_with_parent: bool = False
     ) -> None:
+        # Absolute: Prometheus runs with this as its working directory.
         self.workdir = (
-            Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="arbiter-prom-"))
+            Path(workdir).resolve() if workdir is not None else Path(tempfile.mkdtemp(prefix="arbiter-prom-"))
         )
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port if port is not None else procs.free_ports(1)[0]
