@@ -9,10 +9,11 @@ JSON) share CPU 0. Each proxy is measured in three modes:
 - shadow: serve from v1, mirror every request to v2 (nginx `mirror`; Arbiter also compares bodies)
 
 at a fixed request rate (wrk's Lua `delay()` paces each connection; Debian's wrk has no -R) and at
-saturation (64 connections, no pacing). "Added" latency is the proxy's percentile minus the direct
-run's at the same rate. The last line printed is the JSON summary; everything else is context.
+saturation (64 connections, no pacing). "Added" latency is the proxy's percentile minus that of a
+direct run at the same rate taken just before it. The last line printed is the JSON summary;
+everything else (stderr) is context.
 
-Usage: python bench/router/run.py [--rate 1000] [--rate-seconds 10] [--saturation-seconds 5]
+Usage: python bench/router/run.py [--rate 1000] [--rate-seconds 8] [--saturation-seconds 5]
 """
 
 from __future__ import annotations
@@ -160,9 +161,47 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
+    proxy_cpu_seconds: float | None = None
+
+    @property
+    def per_cpu_second(self) -> float | None:
+        """Requests per second of CPU the proxy used: throughput on one whole core, whatever else ran."""
+        if not self.proxy_cpu_seconds:
+            return None
+        return self.requests / self.proxy_cpu_seconds
 
     def describe(self) -> str:
-        return f"{self.rps:9.0f} req/s  p50 {self.p50_ms:7.3f} ms  p99 {self.p99_ms:7.3f} ms  errors {self.errors}"
+        text = f"{self.rps:9.0f} req/s  p50 {self.p50_ms:7.3f} ms  p99 {self.p99_ms:7.3f} ms  errors {self.errors}"
+        if self.per_cpu_second is not None:
+            text += f"  ({self.per_cpu_second:,.0f} req per proxy CPU-second)"
+        return text
+
+
+def process_tree(pid: int) -> list[int]:
+    """The pid and its children (nginx's master and worker)."""
+    pids = [pid]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                pids.append(int(entry.name))
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User plus system CPU time used so far by these processes."""
+    ticks = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 class Bench:
@@ -179,7 +218,7 @@ class Bench:
     # processes ------------------------------------------------------------------------------------
 
     @contextmanager
-    def nginx_server(self, name: str, body: str, cpu: int | None) -> Iterator[None]:
+    def nginx_server(self, name: str, body: str, cpu: int | None) -> Iterator[int]:
         prefix = self.workdir / name
         (prefix / "tmp").mkdir(parents=True, exist_ok=True)
         conf = prefix / "nginx.conf"
@@ -195,7 +234,7 @@ class Bench:
             raise SystemExit(f"nginx rejected {conf}:\n{check.stderr}")
         process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            yield
+            yield process.pid
         finally:
             process.send_signal(signal.SIGQUIT)  # graceful: the master stops its worker
             try:
@@ -205,7 +244,7 @@ class Bench:
                 process.wait(5)
 
     @contextmanager
-    def arbiter_router(self, mode: str, port: int) -> Iterator[str]:
+    def arbiter_router(self, mode: str, port: int) -> Iterator[tuple[int, str]]:
         routes = self.workdir / f"routes-{mode}.yaml"
         routes.write_text(
             "experiment: bench\nvariants:\n"
@@ -231,7 +270,7 @@ class Bench:
         errors = open(self.workdir / f"arbiter-{mode}.log", "w")  # noqa: SIM115 (closed below)
         process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errors)
         try:
-            yield f"http://127.0.0.1:{metrics_port}/metrics"
+            yield process.pid, f"http://127.0.0.1:{metrics_port}/metrics"
         finally:
             process.send_signal(signal.SIGTERM)
             try:
@@ -286,17 +325,26 @@ class Bench:
             p50_ms=data["p50_us"] / 1000,
             p99_ms=data["p99_us"] / 1000,
             errors=data["errors"] + data["non2xx"],
+            requests=data["requests"],
         )
 
-    def measure(self, label: str, port: int, sticky: bool) -> tuple[Run, Run]:
+    def at_rate(self, label: str, port: int, sticky: bool) -> Run:
+        pause_ms = RATE_CONNECTIONS * 1000 / self.rate
+        run = self.wrk_run(port, self.rate_seconds, RATE_CONNECTIONS, pause_ms, sticky)
+        log(f"  {label:22s} at rate   {run.describe()}")
+        return run
+
+    def measure(self, label: str, port: int, sticky: bool, proxy_pid: int | None = None) -> tuple[Run, Run]:
         self.wait_ready(port)
         # Warm up connections and caches; not measured.
         self.wrk_run(port, 1, SATURATION_CONNECTIONS, 0, sticky)
-        pause_ms = RATE_CONNECTIONS * 1000 / self.rate
-        at_rate = self.wrk_run(port, self.rate_seconds, RATE_CONNECTIONS, pause_ms, sticky)
+        at_rate = self.at_rate(label, port, sticky)
+        pids = process_tree(proxy_pid) if proxy_pid is not None else []
+        cpu_before = cpu_seconds(pids)
         saturated = self.wrk_run(port, self.saturation_seconds, SATURATION_CONNECTIONS, 0, sticky)
-        log(f"  {label:16s} at rate   {at_rate.describe()}")
-        log(f"  {label:16s} saturated {saturated.describe()}")
+        if pids:
+            saturated.proxy_cpu_seconds = cpu_seconds(pids) - cpu_before
+        log(f"  {label:22s} saturated {saturated.describe()}")
         return at_rate, saturated
 
 
@@ -330,7 +378,7 @@ def ratio(a: float, b: float) -> float | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=int, default=1000, help="fixed request rate, req/s (default 1000)")
-    parser.add_argument("--rate-seconds", type=int, default=10)
+    parser.add_argument("--rate-seconds", type=int, default=8)
     parser.add_argument("--saturation-seconds", type=int, default=5)
     args = parser.parse_args()
 
@@ -347,25 +395,27 @@ def main() -> int:
 
     upstream = UPSTREAM_BODY.format(v1=bench.v1, v2=bench.v2, v1_reply=V1_REPLY, v2_reply=V2_REPLY)
     results: dict[str, dict[str, tuple[Run, Run]]] = {"nginx": {}, "arbiter": {}}
-    direct: dict[str, tuple[Run, Run]] = {}
+    # A direct baseline right before every proxy run at the same rate: the machine is shared, and
+    # a baseline taken minutes earlier measures a different machine.
+    baselines: dict[str, dict[str, Run]] = {"nginx": {}, "arbiter": {}}
     shadow_info: dict[str, float] = {}
     started = time.monotonic()
     with bench.nginx_server("upstream", upstream, cpu=0):
+        direct_saturated = bench.measure("direct", bench.v1, sticky=False)[1]
         for proxy in ("nginx", "arbiter"):
-            # A fresh direct baseline per proxy, close in time to its runs (the machine is shared).
-            direct[proxy] = bench.measure(f"direct ({proxy})", bench.v1, sticky=False)
             for mode in MODES:
                 port = free_port()
                 sticky = mode == "sticky"
+                baselines[proxy][mode] = bench.at_rate(f"direct ({proxy} {mode})", bench.v1, sticky)
                 if proxy == "nginx":
                     body = PROXY_UPSTREAMS.format(v1=bench.v1, v2=bench.v2) + PROXY_MODES[mode].format(
                         port=port
                     )
-                    with bench.nginx_server(f"proxy-{mode}", body, cpu=1):
-                        results[proxy][mode] = bench.measure(f"nginx {mode}", port, sticky)
+                    with bench.nginx_server(f"proxy-{mode}", body, cpu=1) as pid:
+                        results[proxy][mode] = bench.measure(f"nginx {mode}", port, sticky, pid)
                 else:
-                    with bench.arbiter_router(mode, port) as metrics_url:
-                        results[proxy][mode] = bench.measure(f"arbiter {mode}", port, sticky)
+                    with bench.arbiter_router(mode, port) as (pid, metrics_url):
+                        results[proxy][mode] = bench.measure(f"arbiter {mode}", port, sticky, pid)
                         if mode == "shadow":
                             shadow_info = shadow_counts(metrics_url)
     elapsed = time.monotonic() - started
@@ -374,7 +424,7 @@ def main() -> int:
     for proxy in ("nginx", "arbiter"):
         for mode in MODES:
             at_rate, saturated = results[proxy][mode]
-            add50, add99 = added(at_rate, direct[proxy][0])
+            add50, add99 = added(at_rate, baselines[proxy][mode])
             summary[proxy][mode] = {
                 "added_p50_ms": round(add50, 3),
                 "added_p99_ms": round(add99, 3),
@@ -386,10 +436,21 @@ def main() -> int:
             "added_p99": ratio(float(a["added_p99_ms"] or 0), float(n["added_p99_ms"] or 0)),
             "max_rps": ratio(float(a["max_rps"] or 0), float(n["max_rps"] or 0)),
         }
-    log(f"  direct at rate: nginx block {direct['nginx'][0].describe()}")
-    log(f"                  arbiter block {direct['arbiter'][0].describe()}")
-    log(f"  direct saturated {direct['arbiter'][1].describe()}")
+    log(f"  direct saturated {direct_saturated.describe()}")
+    for proxy in ("nginx", "arbiter"):
+        per_cpu = {m: results[proxy][m][1].per_cpu_second for m in MODES}
+        log(
+            f"  {proxy}: requests per proxy CPU-second at saturation: "
+            + ", ".join(f"{m} {v:,.0f}" if v else f"{m} n/a" for m, v in per_cpu.items())
+        )
     log(f"  arbiter shadow run counters: {shadow_info}")
+    for proxy in ("nginx", "arbiter"):
+        plain, shadow = summary[proxy]["plain"], summary[proxy]["shadow"]
+        log(
+            f"  {proxy}: shadow minus plain added latency at rate:"
+            f" p50 {float(shadow['added_p50_ms'] or 0) - float(plain['added_p50_ms'] or 0):+.3f} ms,"
+            f" p99 {float(shadow['added_p99_ms'] or 0) - float(plain['added_p99_ms'] or 0):+.3f} ms"
+        )
     log(f"  finished in {elapsed:.0f}s; load average now {os.getloadavg()[0]:.2f}")
     shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(summary), flush=True)
