@@ -186,14 +186,48 @@ async def test_head_and_204_responses_have_no_body(server) -> None:
     assert raw.endswith(b"\r\n\r\n"), "HEAD gets headers only"
 
 
-async def test_close_waits_for_requests_in_flight(server) -> None:
-    echo, port = server
+async def test_close_lets_requests_in_flight_finish() -> None:
+    echo = Echo()
     echo.gate = asyncio.Event()
+    http = HTTPServer(echo, max_body_bytes=lambda: 1000)
+    port = await http.start("127.0.0.1", 0)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
-    while not echo.requests:
-        await asyncio.sleep(0.01)
-    echo.gate.set()
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-    assert head.startswith(b"HTTP/1.1 200")
-    writer.close()
+    try:
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+        while not echo.requests:
+            await asyncio.sleep(0.01)
+        closing = asyncio.create_task(http.close(grace=30))
+        await asyncio.sleep(0)
+        assert not closing.done(), "close waits for the request in flight"
+        echo.gate.set()
+        raw = await asyncio.wait_for(reader.read(), 10)
+        [(status, headers, _)] = responses(raw)
+        assert (status, headers["connection"]) == (200, "close"), (
+            "answered, then closed: the server is stopping"
+        )
+        await asyncio.wait_for(closing, 10)
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", port)
+    finally:
+        writer.close()
+
+
+async def test_idle_and_slow_clients_are_disconnected() -> None:
+    echo = Echo()
+    http = HTTPServer(echo, max_body_bytes=lambda: 1000, keepalive_timeout=0.2, request_timeout=0.2)
+    port = await http.start("127.0.0.1", 0)
+    try:
+        # Idle after one answered request.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        await asyncio.wait_for(reader.read(), 10)  # returns once the server closes
+        writer.close()
+        # A request head that never completes (slowloris).
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /b HTTP/1.1\r\nHost: h\r\n")
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+        writer.close()
+        assert len(echo.requests) == 1
+    finally:
+        await http.close(grace=1)
