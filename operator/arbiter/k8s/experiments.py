@@ -83,3 +83,33 @@ def workload_states(namespace: str, variants: list[Variant]) -> list[WorkloadSta
                 problems.append(f"Service {variant.service} not found")
         states.append(WorkloadState(variant.name, tuple(problems)))
     return states
+
+
+def list_experiments(namespace: str | None) -> list[dict[str, Any]]:
+    """Every ModelExperiment in ``namespace``, or in all namespaces when None."""
+    api = client.CustomObjectsApi(api_client())
+    if namespace is None:
+        result = api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+    else:
+        result = api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+    return cast(list[dict[str, Any]], cast(dict[str, Any], result).get("items", []))
+
+
+def patch_experiment(namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    """Merge-patch a ModelExperiment (metadata or spec) and return the stored object."""
+    api = client.CustomObjectsApi(api_client())
+    result = api.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name, patch, _content_type="application/merge-patch+json"
+    )
+    return cast(dict[str, Any], result)
+
+
+def current_namespace() -> str:
+    """The namespace of the kubeconfig's current context (``default`` when unset or in-cluster)."""
+    from kubernetes import config as kube_config
+
+    try:
+        _, active = kube_config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+    except Exception:  # no kubeconfig (in-cluster): the caller's namespace is not known
+        return "default"
+    return str((active or {}).get("context", {}).get("namespace") or "default")
