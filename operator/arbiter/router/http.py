@@ -134,6 +134,7 @@ class _Connection(asyncio.Protocol):
         "_head",
         "_last_active",
         "_loop",
+        "_paused",
         "_server",
         "_transport",
         "peer",
@@ -151,6 +152,7 @@ class _Connection(asyncio.Protocol):
         self._body_limit = 0
         self._draining = False
         self._eof = False
+        self._paused = False
         self.peer = ""
 
     # protocol ------------------------------------------------------------------------------------
@@ -176,6 +178,7 @@ class _Connection(asyncio.Protocol):
         elif len(self._buffer) > MAX_HEAD_BYTES + self._body_limit and self._transport is not None:
             # A client pipelining faster than we answer: stop reading until we catch up.
             self._transport.pause_reading()
+            self._paused = True
 
     def eof_received(self) -> bool | None:
         # Half-closed by the client: answer what is in flight, then close.
@@ -362,7 +365,9 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         if self._transport is not None:
-            self._transport.resume_reading()
+            if self._paused:
+                self._paused = False
+                self._transport.resume_reading()
             if self._buffer:
                 self._advance()
 

@@ -231,3 +231,17 @@ async def test_idle_and_slow_clients_are_disconnected() -> None:
         assert len(echo.requests) == 1
     finally:
         await http.close(grace=1)
+
+
+async def test_a_flood_of_pipelined_requests_is_answered_in_full(server) -> None:
+    """More pipelined input than the server buffers: it pauses reading, then catches up."""
+    echo, port = server
+    count = 3000
+    flood = (
+        b"GET /p HTTP/1.1\r\nHost: h\r\n\r\n" * (count - 1) + b"GET /p HTTP/1.1\r\nConnection: close\r\n\r\n"
+    )
+    raw = await exchange(port, flood)
+    answers = responses(raw)
+    assert len(answers) == count
+    assert answers[-1][1]["x-seen"] == str(count)
+    assert len(echo.requests) == count
