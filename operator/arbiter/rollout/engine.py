@@ -84,6 +84,8 @@ ANNOTATION_PREFIX = "arbiter.dev/"
 
 #: Minimum units in a step before the sample-ratio check is allowed to speak.
 SRM_MIN_TOTAL = 200
+#: FixedHorizon and GroupSequential plan their sample size from the champion once it has this many samples.
+PLANNING_MIN_SAMPLES = 500
 #: Default A/B split when an ABTest gives no steps.
 DEFAULT_AB_WEIGHT = 50
 
@@ -991,15 +993,23 @@ def _result_dict(decision: Any) -> dict[str, Any]:
 
 
 def _planned_n(metric: Metric, control: SufficientStats, config: DecisionConfig) -> int | None:
-    """Per-arm sample size for FixedHorizon/GroupSequential, planned from the champion's first look."""
-    if metric.type is MetricType.PROPORTION and isinstance(control, ProportionStats) and control.trials > 0:
+    """Per-arm sample size for FixedHorizon/GroupSequential, planned from the champion's baseline.
+
+    The plan is made once, when the champion has PLANNING_MIN_SAMPLES samples in the experiment, and
+    then frozen in status: re-planning on every look would let the data move the goalposts.
+    """
+    if (
+        metric.type is MetricType.PROPORTION
+        and isinstance(control, ProportionStats)
+        and control.trials >= PLANNING_MIN_SAMPLES
+    ):
         rate = control.successes / control.trials
         if not 0 < rate < 1:
             return None
         plan = sample_size_proportion(
             rate, metric.minimum_detectable_effect, relative=True, alpha=config.alpha, power=config.power
         )
-    elif isinstance(control, MeanStats) and control.n > 1 and control.variance > 0:
+    elif isinstance(control, MeanStats) and control.n >= PLANNING_MIN_SAMPLES and control.variance > 0:
         plan = sample_size_mean(
             control.mean,
             control.variance**0.5,

@@ -550,3 +550,18 @@ def test_counters_from_before_the_experiment_are_not_counted() -> None:
     result = run.status["analysis"]["primary"]["results"][0]
     assert result["nControl"] == 10000 and result["controlValue"] == pytest.approx(0.1)
     assert run.phase == "Progressing"
+
+
+def test_fixed_horizon_plans_once_from_the_champion_and_waits_for_the_horizon() -> None:
+    run = Run(make_spec(mode="ABTest", steps=None, analysis__test={"method": "FixedHorizon"}))
+    run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    run.tick(observe(primary=conversions(v1=(10, 100), v2=(12, 100))))
+    assert (
+        "plannedSampleSize" not in run.status["engine"] or run.status["engine"]["plannedSampleSize"] is None
+    )
+    run.tick(observe(primary=conversions(v1=(100, 1000), v2=(150, 1000))))
+    planned = run.status["engine"]["plannedSampleSize"]
+    assert planned is not None and planned > 1000, "10% baseline, 5% relative MDE needs far more than 1000"
+    assert run.phase == "Progressing", "a fixed-horizon test does not decide before its horizon"
+    run.tick(observe(primary=conversions(v1=(100, 1000), v2=(150, 1000))))
+    assert run.status["engine"]["plannedSampleSize"] == planned, "the plan is frozen"
