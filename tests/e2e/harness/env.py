@@ -29,7 +29,7 @@ from typing import Any
 
 from arbiter.router.config import RouterConfig, Stickiness
 from arbiter.router.config import Variant as RouteVariant
-from harness.experiment import VariantRef, experiment_manifest, router_job
+from harness.experiment import StatusRecorder, ValueRecorder, VariantRef, experiment_manifest, router_job
 from harness.processes import ModelServerProcess, RouterProcess
 from harness.traffic import TrafficGenerator
 from helpers import wait_for
@@ -191,6 +191,7 @@ class RolloutEnv:
         self.router: RouterProcess | None = None
         self.replica_routes: ReplicaRoutes | None = None
         self.generators: list[TrafficGenerator] = []
+        self.recorders: list[StatusRecorder | ValueRecorder] = []
         self.job = router_job(namespace)
         self._job_added = False
 
@@ -243,7 +244,9 @@ class RolloutEnv:
         self.prometheus.wait_for_target_up(self.job, timeout=30)
 
     def close(self) -> None:
-        """Stop traffic, the router and the model servers; stop scraping the router."""
+        """Stop recorders, traffic, the router and the model servers; stop scraping the router."""
+        for recorder in self.recorders:
+            recorder.stop()
         for generator in self.generators:
             generator.stop()
         if self.replica_routes is not None:
@@ -307,6 +310,18 @@ class RolloutEnv:
         }
         settings.update(overrides)
         return experiment_manifest(self.experiment_name, **settings)
+
+    def record_status(self, name: str) -> StatusRecorder:
+        """Record every distinct status of experiment ``name`` from now on (stopped at teardown)."""
+        recorder = StatusRecorder(self.kube_api, self.namespace, name)
+        self.recorders.append(recorder)
+        return recorder.start()
+
+    def record(self, read: Any) -> ValueRecorder:
+        """Record every distinct value ``read()`` returns from now on (stopped at teardown)."""
+        recorder = ValueRecorder(read)
+        self.recorders.append(recorder)
+        return recorder.start()
 
     # -- traffic ------------------------------------------------------------------------------
 

@@ -212,12 +212,16 @@ _STEP = re.compile(r"step[\s/#=:-]*(\d+)", re.IGNORECASE)
 
 
 def steps_in_history(history: Iterable[dict[str, Any]]) -> list[int]:
-    """The step numbers the history's ``to`` entries name, in order (e.g. ``Progressing (step 1)``)."""
-    out = []
+    """The steps the history passes through, in order, from the ``from``/``to`` labels (``Progressing(step 1)``).
+
+    A step named by one entry's ``to`` and the next entry's ``from`` counts once.
+    """
+    out: list[int] = []
     for entry in history:
-        match = _STEP.search(str(entry.get("to", "")))
-        if match:
-            out.append(int(match[1]))
+        for label in (entry.get("from"), entry.get("to")):
+            match = _STEP.search(str(label or ""))
+            if match and (not out or out[-1] != int(match[1])):
+                out.append(int(match[1]))
     return out
 
 
@@ -375,3 +379,55 @@ class StatusRecorder:
                     if last is None or last != item:
                         self.seen.append(item)
             self._stop.wait(self.interval)
+
+
+class ValueRecorder:
+    """Call ``read()`` in the background and keep each distinct result, in order (with the time first seen).
+
+    For example the weights the router serves, or the Deployments' replica counts, while an experiment
+    runs: a final look cannot show that every step was applied.
+    """
+
+    def __init__(self, read: Callable[[], Any], interval: float = 0.2) -> None:
+        self.read = read
+        self.interval = interval
+        self.values: list[tuple[float, Any]] = []
+        self.reads = 0
+        self.last_error: Exception | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="value-recorder", daemon=True)
+
+    def start(self) -> ValueRecorder:
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[Any]:
+        self._stop.set()
+        self._thread.join(10)
+        return self.distinct()
+
+    def distinct(self) -> list[Any]:
+        """The distinct values in the order they were seen."""
+        with self._lock:
+            return [value for _, value in self.values]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                value = self.read()
+            except Exception as err:  # a transient read failure: poll again
+                self.last_error = err
+                value = None
+            self.reads += 1
+            if value is not None:
+                with self._lock:
+                    if not self.values or self.values[-1][1] != value:
+                        self.values.append((time.monotonic(), value))
+            self._stop.wait(self.interval)
+
+
+def is_subsequence(wanted: list[Any], seen: list[Any]) -> bool:
+    """True when ``wanted`` appears in ``seen`` in order (other values may come in between)."""
+    remaining = iter(seen)
+    return all(any(item == candidate for candidate in remaining) for item in wanted)

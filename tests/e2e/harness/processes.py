@@ -237,9 +237,19 @@ class RouterProcess(ChildProcess):
         """The /readyz text: which routes are in force, e.g. ``ok: experiment=x weights=v1:80,v2:20 ...``."""
         return str(http_json(f"http://{self.metrics_address}/readyz")[1])
 
+    def loaded_weights(self) -> list[dict[str, float]]:
+        """The weights of every routes version the router loaded, in order, from its log.
+
+        Every load is logged, so this misses nothing, unlike polling /readyz.
+        """
+        return [_weights(m[1]) for m in re.finditer(r"routes loaded .*? weights=(\S+)", self.log())]
+
     def weights(self) -> dict[str, float]:
         """The weights in force, as the router itself reports them on /readyz (empty before routes)."""
         match = re.search(r"weights=(\S+)", self.readyz())
-        if not match:
-            return {}
-        return {name: float(weight) for name, weight in (p.split(":") for p in match[1].split(","))}
+        return _weights(match[1]) if match else {}
+
+
+def _weights(text: str) -> dict[str, float]:
+    """``v1:80,v2:20`` -> {"v1": 80.0, "v2": 20.0}."""
+    return {name: float(weight) for name, weight in (part.split(":") for part in text.split(","))}
