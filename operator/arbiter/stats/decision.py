@@ -367,6 +367,15 @@ def _sequential_look(
     item: _Working, control: SufficientStats, treatment: SufficientStats, config: DecisionConfig
 ) -> None:
     seq_state = item.state.sequential
+    if min(control.n, treatment.n) < config.min_sample_size:
+        # Too few units for the normal approximation (a 0/5 arm even has a plug-in variance of 0): such a
+        # look must not enter the running p-value nor the intersected confidence sequence, or one early
+        # degenerate look would pin the sequence for ever.
+        item.p_value = seq_state.min_p_value
+        item.looks = seq_state.looks
+        if seq_state.ci_low is not None and seq_state.ci_high is not None:
+            item.ci_low, item.ci_high = seq_state.ci_low, seq_state.ci_high
+        return
     tau2 = config.mixing_variance
     if tau2 is None and seq_state.mixing_variance is None:
         baseline = config.baseline if config.baseline is not None else control.mean
