@@ -32,20 +32,27 @@ def _count(stats: SufficientStats) -> float:
     return float(stats.trials if isinstance(stats, ProportionStats) else stats.n)
 
 
-def accumulate(tracker: Tracker | None, current: SufficientStats) -> tuple[SufficientStats, Tracker]:
+def accumulate(
+    tracker: Tracker | None, current: SufficientStats, *, born_after_start: bool = False
+) -> tuple[SufficientStats, Tracker]:
     """Add one reading of a cumulative counter to its tracker.
 
     Args:
         tracker: the stored tracker (``base``: totals when tracking began; ``carry``: totals counted
             before restarts; ``last``: the previous reading), or None on the first reading.
         current: the counter totals read now.
+        born_after_start: on a first reading, the series did not exist when the experiment started
+            (e.g. a challenger's counters appear with its first request), so everything in it counts.
 
     Returns:
         The totals since tracking began, and the new tracker.
     """
     now = _fields(current)
+    zeros = [0.0] * len(now)
     if tracker is None:
-        return _build(current, [0.0] * len(now)), {"base": now, "carry": [0.0] * len(now), "last": now}
+        if born_after_start:
+            return _build(current, now), {"base": zeros, "carry": zeros, "last": now}
+        return _build(current, zeros), {"base": now, "carry": zeros, "last": now}
     base = [float(x) for x in tracker["base"]]
     carry = [float(x) for x in tracker["carry"]]
     last = [float(x) for x in tracker["last"]]
@@ -58,8 +65,12 @@ def accumulate(tracker: Tracker | None, current: SufficientStats) -> tuple[Suffi
     return _build(current, since), {"base": base, "carry": carry, "last": now}
 
 
-def accumulate_count(tracker: Tracker | None, current: float) -> tuple[float, Tracker]:
+def accumulate_count(
+    tracker: Tracker | None, current: float, *, born_after_start: bool = False
+) -> tuple[float, Tracker]:
     """:func:`accumulate` for a plain count (e.g. samples)."""
-    total, new = accumulate(tracker, ProportionStats(successes=0.0, trials=current))
+    total, new = accumulate(
+        tracker, ProportionStats(successes=0.0, trials=current), born_after_start=born_after_start
+    )
     assert isinstance(total, ProportionStats)
     return float(total.trials), new

@@ -483,9 +483,19 @@ class _Tick:
         return True
 
     def read_counters(self) -> dict[str, dict[str, SufficientStats]]:
-        """Cumulative counters since the experiment (re)started, per metric and variant."""
+        """Cumulative counters since the experiment (re)started, per metric and variant.
+
+        The first tick's readings are the baselines. A variant whose series only appears later (a
+        challenger's counters are born with its first request) has nothing before the experiment, so
+        its first reading counts in full.
+        """
         trackers: dict[str, Any] = self.engine.setdefault("counters", {})
         result: dict[str, dict[str, SufficientStats]] = {}
+        if not trackers and self.obs.errors():
+            # Baselines are taken on a tick where every query answered: a series missing because the
+            # query failed must not later look like one born after the start.
+            self.samples = {}
+            return result
         sources: dict[str, MetricData] = {}
         if self.obs.primary is not None:
             sources["primary"] = self.obs.primary
@@ -494,18 +504,22 @@ class _Tick:
         for name, data in self.obs.guardrail_rates.items():
             sources[f"guardrail/{name}"] = data
         for key, data in sources.items():
+            started = key in trackers
             per_variant: dict[str, SufficientStats] = {}
             metric_trackers = trackers.setdefault(key, {})
             for variant, current in data.stats.items():
-                since, metric_trackers[variant] = accumulate(metric_trackers.get(variant), current)
+                since, metric_trackers[variant] = accumulate(
+                    metric_trackers.get(variant), current, born_after_start=started
+                )
                 per_variant[variant] = since
             result[key] = per_variant
         samples: dict[str, float] = {}
+        started = "samples" in trackers
         sample_trackers = trackers.setdefault("samples", {})
         for variant, reading in self.sample_readings().items():
             if reading is not None:
                 samples[variant], sample_trackers[variant] = accumulate_count(
-                    sample_trackers.get(variant), reading
+                    sample_trackers.get(variant), reading, born_after_start=started
                 )
         self.samples = samples
         return result

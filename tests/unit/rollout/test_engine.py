@@ -565,3 +565,22 @@ def test_fixed_horizon_plans_once_from_the_champion_and_waits_for_the_horizon() 
     assert run.phase == "Progressing", "a fixed-horizon test does not decide before its horizon"
     run.tick(observe(primary=conversions(v1=(100, 1000), v2=(150, 1000))))
     assert run.status["engine"]["plannedSampleSize"] == planned, "the plan is frozen"
+
+
+def test_baselines_are_not_taken_on_a_tick_with_errors() -> None:
+    run = Run(make_spec(steps=[{"weight": 50}], analysis__consecutiveErrorLimit=5))
+    # The first look fails for the champion; its history must not be counted when it shows up.
+    run.tick(observe(primary=MetricData(stats={}, errors={"v1": "timeout", "v2": "timeout"})))
+    run.tick(observe(primary=conversions(v1=(150000, 1000000), v2=(0, 0))))
+    run.tick(observe(primary=conversions(v1=(150000 + 1000, 1000000 + 10000), v2=(1000, 10000))))
+    result = run.status["analysis"]["primary"]["results"][0]
+    assert result["nControl"] == 10000
+
+
+def test_a_challenger_series_born_after_the_start_counts_in_full() -> None:
+    run = Run(make_spec(steps=[{"weight": 50}]))
+    run.tick(observe(primary=MetricData(stats={"v1": ProportionStats(500, 5000)}, missing={"v2": "no data"})))
+    run.tick(observe(primary=conversions(v1=(1500, 15000), v2=(1000, 10000))))
+    result = run.status["analysis"]["primary"]["results"][0]
+    assert (result["nControl"], result["nTreatment"]) == (10000, 10000)
+    assert run.phase == "Progressing", "10000 vs 10000 at 50/50 is no sample-ratio mismatch"
