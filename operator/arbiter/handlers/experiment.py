@@ -37,7 +37,7 @@ from arbiter.metrics import provider_for as metrics_provider_for
 from arbiter.rollout.engine import Controls, Plan, RoutingAction
 from arbiter.rollout.engine import step as engine_step
 from arbiter.rollout.lifecycle import Event, Outcome, admit
-from arbiter.routing import Mirror, RoutingError, Verification
+from arbiter.routing import Mirror, RoutingError, TargetNotFoundError, Verification
 from arbiter.routing import provider_for as routing_provider_for
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -104,11 +104,27 @@ async def experiment_loop(
             stopper.cancel()
 
 
+#: Attempts to hand traffic back to the champion on deletion before the finalizer is released anyway.
+DELETE_ATTEMPTS = 5
+
+
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 def on_delete(
-    name: str, namespace: str | None, spec: kopf.Spec, status: kopf.Status, logger: kopf.Logger, **_: Any
+    name: str,
+    namespace: str | None,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    retry: int,
+    logger: kopf.Logger,
+    **_: Any,
 ) -> None:
-    """An experiment deleted before it finished hands all traffic back to the champion."""
+    """An experiment deleted before it finished hands all traffic back to the champion.
+
+    When what carries the traffic is already gone (a namespace being deleted removes Services and
+    ConfigMaps before the experiment), there is nothing to hand back and the deletion goes through; a
+    transient failure is retried a few times, then the deletion goes through with a warning, so a
+    finalizer never holds a namespace hostage.
+    """
     telemetry.record_phase(namespace or "", name, None)
     phase = dict(status or {}).get("phase")
     if phase in {p.value for p in TERMINAL_PHASES} or phase in (None, Phase.PENDING.value):
@@ -120,12 +136,16 @@ def on_delete(
     provider = routing_provider_for(parsed, namespace or "", name)
     try:
         provider.finalize(parsed.champion.name)
+    except TargetNotFoundError as exc:
+        logger.warning("deleted while %s, but nothing left to route back to the champion: %s", phase, exc)
+        return
     except RoutingError as exc:
-        if exc.retryable:
+        if exc.retryable and retry + 1 < DELETE_ATTEMPTS:
             raise kopf.TemporaryError(
                 f"could not route traffic back to the champion: {exc}", delay=5
             ) from exc
-        logger.warning("could not route traffic back to the champion: %s", exc)
+        logger.warning("deleted while %s; could not route traffic back to the champion: %s", phase, exc)
+        return
     logger.info("experiment deleted while %s: all traffic back to %s", phase, parsed.champion.name)
 
 
