@@ -36,7 +36,8 @@ from arbiter.k8s import experiments as k8s_experiments
 from arbiter.metrics import provider_for as metrics_provider_for
 from arbiter.rollout.engine import Controls, Plan, RoutingAction
 from arbiter.rollout.engine import step as engine_step
-from arbiter.rollout.lifecycle import Event, Outcome, admit
+from arbiter.rollout.lifecycle import Event, admit
+from arbiter.rollout.observations import Observations
 from arbiter.routing import Mirror, RoutingError, TargetNotFoundError, Verification
 from arbiter.routing import provider_for as routing_provider_for
 
@@ -221,8 +222,6 @@ def _decide(
     generation: int | None,
 ) -> Plan:
     """Read the metrics (unless finished) and run the engine."""
-    from arbiter.rollout.observations import Observations
-
     if status.get("phase") in {p.value for p in TERMINAL_PHASES}:
         observations = Observations()
     else:
@@ -300,6 +299,3 @@ def _wakeup(memo: kopf.Memo) -> asyncio.Event:
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-__all__ = ["Outcome", "tick"]
