@@ -77,7 +77,7 @@ def test_better_challenger_is_promoted_through_every_step(
         "better",
         "Promoted",
         timeout=180,
-        forbid_phases={"RolledBack", "Concluded", "Failed"},
+        forbid_phases={"RolledBack", "Concluded", "Failed", "Paused"},
     )
     recorder.stop()
 
@@ -126,12 +126,25 @@ def test_better_challenger_is_promoted_through_every_step(
     assert {"Advanced", "Promoted"} <= set(event_reasons(kube_api, env.namespace, "better"))
 
 
+@pytest.mark.parametrize(
+    ("method", "mde"),
+    [("Sequential", 0.2), ("GroupSequential", 0.4)],
+    ids=["Sequential", "GroupSequential"],
+)
 def test_worse_challenger_is_rolled_back_by_the_primary_metric(
-    rollout_env: Any, operator: OperatorProcess, kube_api: Any
+    method: str, mde: float, rollout_env: Any, operator: OperatorProcess, kube_api: Any
 ) -> None:
     """v2 converts 10% of its users against v1's 15%: the statistics roll it back, champion at 100%."""
     env: RolloutEnv = rollout_env(experiment="worse")
-    env.apply([env.experiment(steps=STEPS, primary=conversion_metric(mde=0.2))])
+    env.apply(
+        [
+            env.experiment(
+                steps=STEPS,
+                primary=conversion_metric(mde=mde),
+                test={"method": method, "alpha": 0.05, "power": 0.8},
+            )
+        ]
+    )
     env.traffic({"v1": 0.15, "v2": 0.10}, rate=150, max_seconds=200, seed=12)
 
     rolled_back = wait_for_phase(
@@ -140,7 +153,7 @@ def test_worse_challenger_is_rolled_back_by_the_primary_metric(
         "worse",
         "RolledBack",
         timeout=150,
-        forbid_phases={"Promoted", "Concluded", "Failed"},
+        forbid_phases={"Promoted", "Concluded", "Failed", "Paused"},
     )
     assert rolled_back["weights"] == {"v1": 100, "v2": 0}
     decision = rolled_back["decision"]
@@ -181,7 +194,7 @@ def test_latency_breach_rolls_back_within_one_interval_and_one_scrape(
             s.get("weights") == {"v1": 80, "v2": 20}
             and condition(s, "GuardrailsHealthy").get("status") == "True"
         ),
-        forbid=lambda s: s.get("phase") in TERMINAL,
+        forbid=lambda s: s.get("phase") in TERMINAL | {"Paused"},
         timeout=60,
         message="step 0 at 20% with healthy guardrails",
     )

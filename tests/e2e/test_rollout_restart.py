@@ -48,7 +48,7 @@ def test_operator_killed_mid_step_continues_where_it_was(
         env.namespace,
         "crash",
         lambda s: s.get("currentStep") == 1,
-        forbid=lambda s: s.get("phase") in TERMINAL,
+        forbid=lambda s: s.get("phase") in TERMINAL | {"Paused"},
         timeout=60,
         message="step 1",
     )
@@ -62,7 +62,7 @@ def test_operator_killed_mid_step_continues_where_it_was(
         env.namespace,
         "crash",
         lambda s: s != in_step_1,
-        forbid=lambda s: s.get("phase") in TERMINAL,
+        forbid=lambda s: s.get("phase") in TERMINAL | {"Paused"},
         timeout=60,
         message="the restarted operator to tick",
     )
@@ -78,7 +78,7 @@ def test_operator_killed_mid_step_continues_where_it_was(
         env.namespace,
         "crash",
         lambda s: s.get("currentStep") == 2,
-        forbid=lambda s: s.get("phase") in TERMINAL,
+        forbid=lambda s: s.get("phase") in TERMINAL | {"Paused"},
         timeout=60,
         message="step 2",
     )

@@ -51,7 +51,7 @@ def test_aa_experiment_is_never_promoted(rollout_env: Any, operator: OperatorPro
         "same",
         "Concluded",
         timeout=90,
-        forbid_phases={"Promoted", "RolledBack", "Failed"},
+        forbid_phases={"Promoted", "RolledBack", "Failed", "Paused"},
     )
     seen = recorder.stop()
     traffic.stop()
@@ -143,7 +143,7 @@ def test_prometheus_outage_pauses_and_resumes(
             and condition(s, "MetricsAvailable").get("status") == "True"
             and condition(s, "GuardrailsHealthy").get("status") == "True"
         ),
-        forbid=lambda s: s.get("phase") in TERMINAL,
+        forbid=lambda s: s.get("phase") in TERMINAL | {"Paused"},
         timeout=60,
         message="step 0 at 30% with metrics and healthy guardrails",
     )
