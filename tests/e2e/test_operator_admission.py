@@ -67,7 +67,7 @@ def test_waits_for_workloads_then_progresses(cluster: Any, namespace: str, opera
         progressing["observedGeneration"]
         == get_experiment(cluster, namespace, name)["metadata"]["generation"]
     )
-    assert [h["to"] for h in progressing["history"]] == ["Pending", "Progressing"]
+    assert [h["to"] for h in progressing["history"]] == ["Pending", "Progressing(step 0)"]
     ready = next(c for c in progressing["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"
     for deployment in ("fraud-v1", "fraud-v2"):

@@ -779,6 +779,7 @@ class TrafficStatus(_Model):
 
     verified: str = Field(description="Yes, No, CannotTell or Finalized.")
     reason: str = Field(default="", description="What was observed.")
+    weights: dict[str, int] | None = Field(default=None, description="The weights that were verified.")
 
 
 class ModelExperimentStatus(_Model):

@@ -247,7 +247,11 @@ def _route(
     if action.final:
         assert action.winner is not None
         provider.finalize(action.winner)
-        return {"verified": "Finalized", "reason": f"all traffic to {action.winner}"}
+        return {
+            "verified": "Finalized",
+            "reason": f"all traffic to {action.winner}",
+            "weights": action.weights,
+        }
     mirror = Mirror(action.mirror[0], action.mirror[1]) if action.mirror else None
     first = not (before.get("engine") or {}).get("routed")
     if first or before.get("weights") != action.weights:
@@ -259,7 +263,7 @@ def _route(
         provider.reconcile()
         provider.set_weights(action.weights, mirror)
         verdict = provider.verify(action.weights, mirror)
-    return {"verified": verdict.outcome.value, "reason": verdict.reason}
+    return {"verified": verdict.outcome.value, "reason": verdict.reason, "weights": action.weights}
 
 
 async def _write(

@@ -306,9 +306,12 @@ class _Tick:
         return (self.challengers[0], shadow.percent if shadow else 100)
 
     def desired_weights(self) -> dict[str, int]:
-        return split_weights(
-            self.champion, self.challengers, self.target_percent(self.status.get("currentStep", 0))
-        )
+        """The step's (or A/B split's) weights over the challengers still in the experiment."""
+        active = self.active_challengers()
+        if not active:
+            return split_weights(self.champion, self.challengers, 0)
+        weights = split_weights(self.champion, active, self.target_percent(self.status.get("currentStep", 0)))
+        return {v: weights.get(v, 0) for v in self.variants}
 
     # ----------------------------------------------------------------- the tick
 
@@ -727,6 +730,16 @@ class _Tick:
             self.condition("SampleRatioMismatch", None, "Error", result.error)
             return True
         acknowledged = self.engine.get("srmAcknowledged") == self.status.get("currentStep", 0)
+        paused_for_srm = self.phase is Phase.PAUSED and self.status.get("pauseReason") == PAUSE_SRM
+        if paused_for_srm and not result.mismatch:
+            # The pause stands until a human resumes it, so the condition keeps saying why.
+            self.condition(
+                "SampleRatioMismatch",
+                True,
+                "PausedUntilResumed",
+                f"paused on a mismatch in this step; now chi-square p = {result.p_value:.3g}",
+            )
+            return False
         if result.mismatch and not acknowledged:
             shares = ", ".join(f"{v} {int(observed[v])}" for v in expected_weights)
             reason = (
@@ -817,44 +830,95 @@ class _Tick:
         if self.phase is not Phase.PROGRESSING:
             return
         fresh = self.engine.get("stepSamples") is None
-        if fresh:
-            # The step's weights were applied on the previous tick (or now): its samples count from here,
-            # and it is judged on data collected at its weights only, from the next tick on.
+        if fresh and self.traffic_in_place():
+            # The data plane carries this step's weights (verified on the previous tick): its samples count
+            # from here, and the step is judged on data collected at its weights only, from the next tick.
             self.engine["stepSamples"] = dict(self.samples)
         verdicts = {name: d.verdict for name, d in (tick.challengers.items() if tick else [])}
         results = {name: d for name, d in (tick.challengers.items() if tick else [])}
-        losers = [c for c, v in verdicts.items() if v is Verdict.LOSS]
-        if losers and len(losers) == len(self.challengers):
-            d = results[losers[0]]
-            self.rollback(
-                f"{self.spec.analysis.primary.name if self.spec.analysis.primary else 'primary'}: "
-                f"{d.reason} (p = {_fmt(d.p_value)})"
-            )
+        if self.eliminate(verdicts, results):
             return
-        decided = [c for c, v in verdicts.items() if v in (Verdict.LOSS, Verdict.FUTILE)]
-        if verdicts and len(decided) == len(self.challengers) and not losers:
-            self.end(
-                Phase.CONCLUDED,
-                CONCLUDE,
-                "no challenger can reach the minimum detectable effect "
-                f"({results[decided[0]].reason}); keeping the champion",
-                self.champion,
-            )
-            return
-        winners = [c for c, v in verdicts.items() if v is Verdict.WIN]
+        active = self.active_challengers()
+        winners = [c for c, v in verdicts.items() if v is Verdict.WIN and c in active]
         winner = max(winners, key=lambda c: results[c].relative_lift or 0.0) if winners else None
 
         if self.in_shadow():
             self.advance_shadow(guardrails_ok)
             return
         if self.spec.mode is Mode.AB_TEST:
-            self.set_weights(self.desired_weights())
+            desired = self.desired_weights()
+            if self.status.get("weights") != desired:
+                self.set_weights(desired)
+            else:
+                self.hold_weights()
             if winner is not None:
                 self.win(winner, results[winner].reason)
             else:
                 self.decide(HOLD, self.hold_reason(tick))
             return
         self.advance_canary(winner, results, guardrails_ok and not fresh, tick, fresh)
+
+    def traffic_in_place(self) -> bool:
+        """Did the previous tick verify that the data plane carries the current weights?
+
+        "CannotTell" (no observable status, e.g. no Gateway controller) is taken as in place.
+        """
+        traffic = self.status.get("traffic") or {}
+        return traffic.get("verified") in ("Yes", "CannotTell") and traffic.get("weights") == self.status.get(
+            "weights"
+        )
+
+    def active_challengers(self) -> list[str]:
+        """Challengers still in the experiment (not eliminated by a Loss or Futile verdict)."""
+        eliminated = set(self.engine.get("eliminated") or [])
+        return [c for c in self.challengers if c not in eliminated]
+
+    def eliminate(self, verdicts: Mapping[str, Verdict], results: Mapping[str, Any]) -> bool:
+        """Take challengers that lost or cannot win out of the traffic; end when none is left.
+
+        When every challenger is out: roll back if any lost, or cannot reach the MDE and is estimated
+        worse than the champion; otherwise conclude, keeping the champion. Returns True when it ended.
+        """
+        metric = self.spec.analysis.primary
+        eliminated = list(self.engine.get("eliminated") or [])
+        for challenger in self.challengers:
+            verdict = verdicts.get(challenger)
+            if verdict in (Verdict.LOSS, Verdict.FUTILE) and challenger not in eliminated:
+                eliminated.append(challenger)
+                if len(eliminated) < len(self.challengers):
+                    self.event(
+                        "Warning" if verdict is Verdict.LOSS else "Normal",
+                        "ChallengerEliminated",
+                        f"{challenger} leaves the experiment ({verdict.value}): {results[challenger].reason}",
+                    )
+                    self.engine["stepSamples"] = None  # the split changes: count the step's samples anew
+        self.engine["eliminated"] = eliminated
+        if not self.challengers or len(eliminated) < len(self.challengers) or metric is None:
+            return False
+        direction = 1 if metric.direction.value == "Increase" else -1
+        bad = [
+            c
+            for c in self.challengers
+            if verdicts.get(c) is Verdict.LOSS
+            or (verdicts.get(c) is Verdict.FUTILE and direction * (results[c].absolute_difference or 0.0) < 0)
+        ]
+        if bad:
+            worst = results[bad[0]]
+            why = (
+                worst.reason
+                if verdicts.get(bad[0]) is Verdict.LOSS
+                else f"cannot reach the minimum detectable effect and is estimated worse than the champion: {worst.reason}"
+            )
+            self.rollback(f"{metric.name}: {why} (p = {_fmt(worst.p_value)})")
+        else:
+            first = results[self.challengers[0]]
+            self.end(
+                Phase.CONCLUDED,
+                CONCLUDE,
+                f"no challenger can reach the minimum detectable effect ({first.reason}); keeping the champion",
+                self.champion,
+            )
+        return True
 
     def hold_conditions(self) -> list[str]:
         """What the current step still waits for (empty when it may end)."""
@@ -911,6 +975,13 @@ class _Tick:
         else:
             self.hold_weights()
         waiting = self.hold_conditions()
+        if fresh:
+            waiting.insert(
+                0,
+                "first look at this step's weights"
+                if self.traffic_in_place()
+                else "waiting for the data plane to carry this step's weights",
+            )
         if waiting or not guardrails_ok:
             why = ", ".join(waiting) if waiting else "guardrails not healthy yet"
             self.decide(

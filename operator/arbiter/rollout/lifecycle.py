@@ -105,7 +105,13 @@ def admit(
                 "stepStartedAt": now,
             }
         )
-        _transition(new, Phase.PROGRESSING, f"{message}; starting at step 0 with the champion at 100%", now)
+        _transition(
+            new,
+            Phase.PROGRESSING,
+            f"{message}; starting at step 0 with the champion at 100%",
+            now,
+            label=Phase.PROGRESSING.value if spec.mode.value == "Shadow" else "Progressing(step 0)",
+        )
         events.append(Event("Normal", Phase.PROGRESSING.value, new["message"]))
     elif _ready_status(status) == "False":
         events.append(Event("Normal", REASON_WORKLOADS_READY, message))
@@ -139,8 +145,8 @@ def _failed_for_invalid_spec(status: dict[str, Any]) -> bool:
     )
 
 
-def _transition(status: dict[str, Any], to: Phase, reason: str, now: str) -> None:
-    """Set phase and message, and record the transition in the bounded history."""
+def _transition(status: dict[str, Any], to: Phase, reason: str, now: str, label: str | None = None) -> None:
+    """Set phase and message, and record the transition in the bounded history (``label`` names ``to``)."""
     before = status.get("phase") or "New"
     status["message"] = reason
     if before == to.value:
@@ -148,6 +154,6 @@ def _transition(status: dict[str, Any], to: Phase, reason: str, now: str) -> Non
     status["phase"] = to.value
     history = [
         *(status.get("history") or []),
-        {"time": now, "from": before, "to": to.value, "reason": reason},
+        {"time": now, "from": before, "to": label or to.value, "reason": reason},
     ]
     status["history"] = history[-MAX_HISTORY:]

@@ -316,7 +316,7 @@ def decide(
     for name, item in working.items():
         verdict, reason = _verdict(item, control, treatments[name], config, elapsed_seconds)
         new_state = item.state
-        if item.state.verdict is None and verdict is not Verdict.INCONCLUSIVE:
+        if verdict is not Verdict.INCONCLUSIVE and verdict is not item.state.verdict:
             new_state = replace(new_state, verdict=verdict, reason=reason, decided_at_tick=tick)
         new_states[name] = new_state
         decisions[name] = _decision(item, verdict, reason, config)
@@ -487,7 +487,22 @@ def _verdict(
     elapsed_seconds: float | None,
 ) -> tuple[Verdict, str]:
     if item.state.verdict is not None:
-        return item.state.verdict, f"{item.state.reason} (decided at tick {item.state.decided_at_tick})"
+        upgrade = (
+            item.state.verdict is Verdict.FUTILE
+            and config.method is Method.SEQUENTIAL
+            and item.error is None
+            and item.significant
+            and _good_sign(config) * item.fixed.absolute_difference < 0
+        )
+        if not upgrade:
+            return item.state.verdict, f"{item.state.reason} (decided at tick {item.state.decided_at_tick})"
+        # Futile ("cannot win") may still become Loss ("significantly worse"): the always-valid p-value
+        # may be read at any look, and the stronger statement is the one to act on.
+        return Verdict.LOSS, (
+            f"{item.name} {_fmt(item.fixed.treatment_value)} vs control {_fmt(item.fixed.control_value)} "
+            f"(diff {_fmt(item.fixed.absolute_difference)}) is significantly worse: p={_fmt(item.p_value)}, "
+            f"Holm-adjusted p={_fmt(item.p_value_adjusted)} (futile since tick {item.state.decided_at_tick})"
+        )
     n_min = min(control.n, treatment.n)
     if item.error is not None:
         return Verdict.INCONCLUSIVE, f"keep collecting: {item.error}"

@@ -13,7 +13,11 @@ from pydantic import ValidationError
 from arbiter.api import ModelExperimentSpec, Phase, parse_duration, parse_spec
 from arbiter.api.v1alpha1 import RoutingProviderName
 
-EXAMPLES = sorted((Path(__file__).parents[3] / "examples").glob("*.yaml"))
+EXAMPLES = sorted(
+    p
+    for p in (Path(__file__).parents[3] / "examples").glob("*.yaml")
+    if "kind: ModelExperiment" in p.read_text()
+)
 
 
 def experiment_specs(path: Path) -> list[dict[str, Any]]:
@@ -24,6 +28,11 @@ def experiment_specs(path: Path) -> list[dict[str, Any]]:
 
 def valid_spec() -> dict[str, Any]:
     return copy.deepcopy(experiment_specs(Path(__file__).parents[3] / "examples" / "canary.yaml")[0])
+
+
+def test_the_examples_cover_every_mode() -> None:
+    modes = {spec.get("mode", "Canary") for path in EXAMPLES for spec in experiment_specs(path)}
+    assert modes == {"Canary", "Shadow", "ABTest"}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)

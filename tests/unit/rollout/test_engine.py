@@ -88,12 +88,16 @@ class Run:
         after: float = 10,
         controls: dict[str, str] | None = None,
         spec: Any = None,
+        data_plane: str = "Yes",
     ) -> Plan:
+        """One tick; then, as the handler does, route the plan and record what the provider verified."""
         self.now += dt.timedelta(seconds=after)
         if spec is not None:
             self.spec = spec
         plan = step(self.spec, self.status, observations, self.now, Controls(controls or {}), 1)
         self.status = plan.status
+        if plan.routing is not None and not plan.routing.final:
+            self.status["traffic"] = {"verified": data_plane, "weights": plan.routing.weights}
         self.plans.append(plan)
         return plan
 
@@ -139,6 +143,9 @@ def test_first_tick_routes_step_zero_and_holds_until_min_duration() -> None:
 def test_step_advances_after_min_duration_with_healthy_guardrails() -> None:
     run = Run(make_spec())
     run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    run.tick(
+        observe(primary=conversions(v1=(0, 0), v2=(0, 0)))
+    )  # the step's weights are verified: its samples count from here
     plan = run.tick(observe(primary=grow(EQUAL_10, 1)), after=60)
     assert plan.outcome == "Advance"
     assert run.status["currentStep"] == 1
@@ -179,6 +186,9 @@ def test_several_challengers_share_the_step_weight() -> None:
 def test_last_step_promotes_a_significant_winner() -> None:
     run = Run(make_spec(steps=[{"weight": 50}]))
     run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    run.tick(
+        observe(primary=conversions(v1=(0, 0), v2=(0, 0)))
+    )  # the step's weights are verified: its samples count from here
     plan = run.tick(observe(primary=grow(GOOD, 1)))
     assert run.phase == "Promoted"
     assert plan.routing is not None and plan.routing.final and plan.routing.winner == "v2"
@@ -193,6 +203,9 @@ def test_last_step_promotes_a_significant_winner() -> None:
 def test_a_win_before_the_last_step_does_not_skip_steps() -> None:
     run = Run(make_spec(steps=[{"weight": 10}, {"weight": 50}]))
     run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    run.tick(
+        observe(primary=conversions(v1=(0, 0), v2=(0, 0)))
+    )  # the step's weights are verified: its samples count from here
     plan = run.tick(observe(primary=grow(GOOD_10, 1)))
     assert plan.outcome == "Advance" and run.phase == "Progressing"
     assert run.status["analysis"]["primary"]["results"][0]["verdict"] == "Win"
@@ -204,6 +217,9 @@ def test_a_win_before_the_last_step_does_not_skip_steps() -> None:
 def test_on_win_pause_waits_for_a_manual_promote() -> None:
     run = Run(make_spec(steps=[{"weight": 50}], decision={"onWin": "Pause"}))
     run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    run.tick(
+        observe(primary=conversions(v1=(0, 0), v2=(0, 0)))
+    )  # the step's weights are verified: its samples count from here
     run.tick(observe(primary=grow(GOOD, 1)))
     assert run.phase == "Paused" and run.status["pauseReason"] == "AwaitingPromotion"
     assert run.status["weights"] == {"v1": 50, "v2": 50}
@@ -230,6 +246,7 @@ def test_on_loss_pause_holds_the_traffic() -> None:
 
 def test_no_primary_metric_promotes_after_the_last_step() -> None:
     run = Run(make_spec(steps=[{"weight": 50}], analysis__primary=None))
+    run.tick(observe())
     run.tick(observe())
     assert run.phase == "Progressing", "the step is looked at once at its weights first"
     run.tick(observe())
@@ -359,6 +376,9 @@ def test_no_srm_check_while_the_challenger_gets_no_traffic() -> None:
 def test_query_errors_hold_then_pause_then_resume_by_themselves() -> None:
     run = Run(make_spec(analysis__consecutiveErrorLimit=2, steps=[{"weight": 50}]))
     run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    run.tick(
+        observe(primary=conversions(v1=(0, 0), v2=(0, 0)))
+    )  # the step's weights are verified: its samples count from here
     failing = {"v2": "connection refused; query: histogram_quantile(...)"}
     run.tick(observe(primary=grow(GOOD, 1), errors=failing))
     assert run.phase == "Progressing", "one failed tick is inconclusive, not a pause"
@@ -443,6 +463,7 @@ def test_max_duration(on_timeout: str, phase: str) -> None:
 def test_a_change_of_variants_restarts_the_analysis() -> None:
     run = Run(make_spec())
     run.tick(observe())
+    run.tick(observe())
     run.tick(observe(), after=60)
     assert run.status["currentStep"] == 1
     changed = make_spec(challengers=[{"name": "v3", "deployment": "d3", "service": "s3"}])
@@ -453,6 +474,7 @@ def test_a_change_of_variants_restarts_the_analysis() -> None:
 
 def test_a_threshold_change_does_not_restart() -> None:
     run = Run(make_spec())
+    run.tick(observe())
     run.tick(observe())
     run.tick(observe(), after=60)
     looser = make_spec(analysis__guardrails=[{"name": "latency", "query": "q", "max": 0.5}])
@@ -584,3 +606,66 @@ def test_a_challenger_series_born_after_the_start_counts_in_full() -> None:
     result = run.status["analysis"]["primary"]["results"][0]
     assert (result["nControl"], result["nTreatment"]) == (10000, 10000)
     assert run.phase == "Progressing", "10000 vs 10000 at 50/50 is no sample-ratio mismatch"
+
+
+def test_a_step_is_counted_only_once_the_data_plane_carries_its_weights() -> None:
+    """Replicas takes a while to scale: until the provider verifies the step's weights, the step's samples
+    are not counted, so a half-converged split is never read as a sample-ratio mismatch."""
+    run = Run(make_spec(steps=[{"weight": 20, "minDuration": "20s"}, {"weight": 50}]))
+    run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))), data_plane="No")
+    for total in (1000, 2000, 3000):  # served 100/0 while the challenger's replicas start
+        plan = run.tick(observe(primary=conversions(v1=(total // 10, total), v2=(0, 0))), data_plane="No")
+        assert run.phase == "Progressing"
+        assert "waiting for the data plane" in run.status["decision"]["reason"]
+    assert run.status["engine"].get("stepSamples") is None
+    run.tick(observe(primary=conversions(v1=(300, 3000), v2=(0, 0))))  # the provider verifies the weights
+    assert run.status["engine"].get("stepSamples") is None
+    run.tick(observe(primary=conversions(v1=(310, 3100), v2=(0, 0))))  # learnt on the next tick: counting starts
+    assert run.status["engine"]["stepSamples"] == {"v1": 3100.0, "v2": 0.0}
+    run.tick(observe(primary=conversions(v1=(390, 3900), v2=(20, 200))))
+    assert run.phase == "Progressing"
+    assert plan.outcome == "Hold"
+
+
+def test_a_losing_challenger_among_several_is_eliminated_and_the_rest_go_on() -> None:
+    spec = make_spec(
+        mode="ABTest",
+        steps=None,
+        challengers=[
+            {"name": "v2", "deployment": "d2", "service": "s2"},
+            {"name": "v3", "deployment": "d3", "service": "s3"},
+        ],
+    )
+    run = Run(spec)
+    zero = conversions(v1=(0, 0), v2=(0, 0), v3=(0, 0))
+    run.tick(observe(latency={"v1": 0.1, "v2": 0.1, "v3": 0.1}, primary=zero))
+    assert run.status["weights"] == {"v1": 50, "v2": 25, "v3": 25}
+    run.tick(observe(latency={"v1": 0.1, "v2": 0.1, "v3": 0.1}, primary=zero))
+    run.tick(
+        observe(
+            latency={"v1": 0.1, "v2": 0.1, "v3": 0.1},
+            primary=conversions(v1=(2000, 20000), v2=(1020, 10000), v3=(700, 10000)),
+        )
+    )
+    assert run.phase == "Progressing", run.status["decision"]
+    assert run.status["engine"]["eliminated"] == ["v3"]
+    assert "ChallengerEliminated" in run.events()
+    assert run.status["weights"] == {"v1": 50, "v2": 50, "v3": 0}
+
+
+def test_a_futile_and_worse_challenger_is_rolled_back_not_concluded() -> None:
+    run = Run(make_spec(mode="ABTest", steps=None, analysis__primary__minimumDetectableEffect=0.5))
+    run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    run.tick(observe(primary=conversions(v1=(1000, 10000), v2=(960, 10000))))
+    assert run.phase == "RolledBack", run.status["decision"]
+    assert "estimated worse than the champion" in run.status["decision"]["reason"]
+
+
+def test_a_futile_but_not_worse_challenger_concludes() -> None:
+    run = Run(make_spec(mode="ABTest", steps=None, analysis__primary__minimumDetectableEffect=0.5))
+    run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    run.tick(observe(primary=conversions(v1=(1000, 10000), v2=(1010, 10000))))
+    assert run.phase == "Concluded", run.status["decision"]
+    assert run.status["weights"] == {"v1": 100, "v2": 0}

@@ -59,7 +59,7 @@ def test_ready_workloads_start_progressing_at_step_zero(spec: ModelExperimentSpe
     assert status["observedGeneration"] == 1
     assert [(h["from"], h["to"]) for h in status["history"]] == [
         ("New", "Pending"),
-        ("Pending", "Progressing"),
+        ("Pending", "Progressing(step 0)"),
     ]
     assert [e.reason for e in outcome.events] == ["Progressing"]
     ready = get_condition(status["conditions"], "Ready")

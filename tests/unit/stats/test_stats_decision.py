@@ -211,3 +211,23 @@ def test_guardrail_state_keeps_the_running_bound():
     assert math.isnan(
         guardrail_harm_test(ProportionStats(0, 0), ProportionStats(0, 0), 0.01).p_value_this_look
     )
+
+
+def test_a_futile_challenger_becomes_a_loss_once_it_is_significantly_worse() -> None:
+    """Futility (the confidence sequence rules out the MDE) comes first for a worse challenger; the
+    always-valid test may later show significant harm, and Loss is the verdict to act on."""
+    from arbiter.stats import DecisionConfig, ProportionStats, Verdict, decide
+    from arbiter.stats import MetricType as StatsMetricType
+
+    config = DecisionConfig(metric=StatsMetricType.PROPORTION, mde=0.2)
+    state = None
+    verdicts = []
+    for n in (1000, 2000, 4000, 8000, 16000, 32000):
+        tick = decide(ProportionStats(0.15 * n, n), {"v2": ProportionStats(0.13 * n, n)}, config, state)
+        state = tick.state
+        verdicts.append(tick.challengers["v2"].verdict)
+    assert Verdict.FUTILE in verdicts, verdicts
+    assert verdicts[-1] is Verdict.LOSS, verdicts
+    first_loss = verdicts.index(Verdict.LOSS)
+    assert all(v is Verdict.LOSS for v in verdicts[first_loss:]), "Loss is sticky"
+    assert Verdict.WIN not in verdicts
