@@ -159,7 +159,12 @@ def test_worse_challenger_is_rolled_back_by_the_primary_metric(
     decision = rolled_back["decision"]
     assert decision["outcome"] == "Rollback", decision
     assert "conversion" in decision["reason"], "the reason names the primary metric"
-    assert primary_verdicts(rolled_back) == {"v2": "Loss"}
+    # Under the sequential test "cannot reach the MDE" (Futile) usually comes before "significantly
+    # worse" (Loss); a futile challenger estimated worse than the champion is rolled back all the same.
+    verdicts = primary_verdicts(rolled_back)
+    assert verdicts["v2"] in ("Loss", "Futile"), verdicts
+    if verdicts["v2"] == "Futile":
+        assert "estimated worse than the champion" in decision["reason"], decision
     wait_for(lambda: all_recent_served_by(env, "v1"), timeout=30, message="users to be served by v1 only")
     assert "RolledBack" in event_reasons(kube_api, env.namespace, "worse")
 

@@ -70,15 +70,11 @@ def test_aa_experiment_is_never_promoted(rollout_env: Any, operator: OperatorPro
 def test_sample_ratio_mismatch_pauses(rollout_env: Any, operator: OperatorProcess, kube_api: Any) -> None:
     """A logging bug loses the feedback of 30% of v2's users: the split no longer matches and it pauses."""
     env: RolloutEnv = rollout_env(experiment="srm")
-    env.apply(
-        [
-            env.experiment(
-                steps=[{"weight": 50, "minDuration": "10m"}],
-                primary=conversion_metric(mde=0.2),
-                srm_threshold=0.001,
-            )
-        ]
-    )
+    manifest = env.experiment(steps=[{"weight": 50, "minDuration": "10m"}], srm_threshold=0.001)
+    # No primary metric: nothing but the split is judged here. The samples are the feedback events, which
+    # is where the logging bug bites.
+    manifest["spec"]["analysis"]["sampleCount"] = conversion_metric()["trials"]
+    env.apply([manifest])
     recorder = env.record_status("srm")
     traffic = env.traffic({"v1": 0.12, "v2": 0.12}, rate=150, max_seconds=150, seed=22)
 
