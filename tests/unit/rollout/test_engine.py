@@ -620,7 +620,8 @@ def test_a_step_is_counted_only_once_the_data_plane_carries_its_weights() -> Non
     assert run.status["engine"].get("stepSamples") is None
     run.tick(observe(primary=conversions(v1=(300, 3000), v2=(0, 0))))  # the provider verifies the weights
     assert run.status["engine"].get("stepSamples") is None
-    run.tick(observe(primary=conversions(v1=(310, 3100), v2=(0, 0))))  # learnt on the next tick: counting starts
+    # The engine learns of the verification on the next tick: counting starts then.
+    run.tick(observe(primary=conversions(v1=(310, 3100), v2=(0, 0))))
     assert run.status["engine"]["stepSamples"] == {"v1": 3100.0, "v2": 0.0}
     run.tick(observe(primary=conversions(v1=(390, 3900), v2=(20, 200))))
     assert run.phase == "Progressing"
