@@ -108,8 +108,11 @@ def test_better_challenger_is_promoted_through_every_step(
             lambda: env.router.weights() == {"v2": 100}, timeout=30, message="the router to serve v2 only"
         )
         loaded = env.router.loaded_weights()
-        assert is_subsequence(
-            [{"v1": 100}, {"v1": 80, "v2": 20}, {"v1": 50, "v2": 50}, {"v2": 100}], loaded
+        # The ConfigMap is created at 100/0 and set to step 0's 80/20 in the same tick: a router that
+        # lists it after both writes never sees 100/0, which is fine. Every step after that it must see.
+        assert is_subsequence([{"v1": 80, "v2": 20}, {"v1": 50, "v2": 50}, {"v2": 100}], loaded), loaded
+        assert all(
+            w in ({"v1": 100}, {"v1": 80, "v2": 20}, {"v1": 50, "v2": 50}, {"v2": 100}) for w in loaded
         ), loaded
     else:
         wait_for(
