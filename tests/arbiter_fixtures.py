@@ -59,6 +59,7 @@ class OperatorProcess:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.extra_env = env or {}
+        self.metrics_url = f"http://127.0.0.1:{_free_port()}/metrics"
         self.process: subprocess.Popen[bytes] | None = None
         self.liveness_url = f"http://127.0.0.1:{_free_port()}/healthz"
 
@@ -68,7 +69,18 @@ class OperatorProcess:
         arbiter = Path(sys.executable).with_name("arbiter")
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [str(arbiter), "run", "--all-namespaces", "--verbose", "--liveness", self.liveness_url],
+            [
+                str(arbiter),
+                "run",
+                "--all-namespaces",
+                "--verbose",
+                "--liveness",
+                self.liveness_url,
+                "--metrics-address",
+                "127.0.0.1",
+                "--metrics-port",
+                self.metrics_url.rsplit(":", 1)[1].split("/")[0],
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -101,6 +113,11 @@ class OperatorProcess:
     def kill(self) -> None:
         """SIGKILL, as a crash or an OOM kill would."""
         self.stop(signal.SIGKILL)
+
+    def metrics(self) -> str:
+        """The operator's own Prometheus metrics, as served on --metrics-port."""
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            return str(response.read().decode())
 
     def log(self) -> str:
         """The operator's log so far."""

@@ -81,6 +81,22 @@ def test_waits_for_workloads_then_progresses(cluster: Any, namespace: str, opera
         message="events for the transitions were not posted",
     )
 
+    # The operator's own metrics count the experiment by phase and time every tick.
+    def counted_as_progressing() -> str | None:
+        text = operator.metrics()
+        return text if 'arbiter_experiments{phase="Progressing"} 1.0' in text else None
+
+    metrics = wait_for(
+        counted_as_progressing,
+        timeout=30,
+        message="the operator's metrics to count the experiment as Progressing",
+    )
+    assert (
+        f'arbiter_experiment_info{{name="{name}",namespace="{namespace}",phase="Progressing"}} 1.0' in metrics
+    )
+    assert "arbiter_tick_duration_seconds_count" in metrics
+    assert "arbiter_decisions_total" in metrics
+
     # A restart resumes from status: nothing is repeated, and the new process does act on changes.
     operator.stop()
     operator.start().wait_ready()
