@@ -199,7 +199,7 @@ class _Tick:
     def event(self, type_: str, reason: str, message: str) -> None:
         self.events.append(Event("Warning" if type_ == "Warning" else "Normal", reason, message))
 
-    def decide(self, outcome: str, reason: str, winner: str | None = None) -> None:
+    def record_decision(self, outcome: str, reason: str, winner: str | None = None) -> None:
         """Record the decision of this tick (status.decision)."""
         self.outcome = outcome
         record: dict[str, Any] = {"outcome": outcome, "reason": reason, "time": self.now_text}
@@ -254,14 +254,14 @@ class _Tick:
             self.event("Warning", f"Paused{reason_code}", reason)
         self.status["pauseReason"] = reason_code
         self.transition(Phase.PAUSED, reason)
-        self.decide(PAUSE, reason)
+        self.record_decision(PAUSE, reason)
         self.condition("Progressing", False, f"Paused{reason_code}", reason)
 
     def unpause(self, reason: str) -> None:
         self.status.pop("pauseReason", None)
         self.transition(Phase.PROGRESSING, reason)
         self.event("Normal", "Resumed", reason)
-        self.decide(RESUME, reason)
+        self.record_decision(RESUME, reason)
         self.condition("Progressing", True, "Resumed", reason)
 
     def end(self, phase: Phase, outcome: str, reason: str, winner: str) -> None:
@@ -269,7 +269,7 @@ class _Tick:
         self.status.pop("pauseReason", None)
         self.finalize(winner)
         self.transition(phase, reason)
-        self.decide(outcome, reason, winner=winner)
+        self.record_decision(outcome, reason, winner=winner)
         self.condition("Progressing", False, phase.value, reason)
         self.condition("Decided", True, outcome, reason)
         self.event("Warning" if phase is Phase.ROLLED_BACK else "Normal", phase.value, reason)
@@ -362,7 +362,7 @@ class _Tick:
         self.transition(Phase.PROGRESSING, reason)
         self.set_weights(self.desired_weights(), self._mirror())
         self.event("Normal", "Restarted", reason)
-        self.decide(WAIT, reason)
+        self.record_decision(WAIT, reason)
 
     def reset_analysis(self) -> None:
         identity = self.engine.get("identity")
@@ -394,7 +394,7 @@ class _Tick:
             self.condition("Decided", False, "Retried", reason)
             self.condition("Progressing", True, "Retried", reason)
             self.event("Normal", "Retried", reason)
-            self.decide(RESUME, reason)
+            self.record_decision(RESUME, reason)
         elif pending:
             names = ", ".join(sorted(pending))
             self.event("Warning", "ActionIgnored", f"{names} ignored: the experiment is {self.phase.value}")
@@ -477,7 +477,7 @@ class _Tick:
             if count >= limit and self.phase is not Phase.PAUSED:
                 self.pause(PAUSE_METRICS, f"metrics unavailable for {count} ticks: {errors[0]}")
             elif count < limit:
-                self.decide(HOLD, f"inconclusive: {message}; nothing is decided on unreadable data")
+                self.record_decision(HOLD, f"inconclusive: {message}; nothing is decided on unreadable data")
             return False
         self.engine["consecutiveErrors"] = 0
         self.condition("MetricsAvailable", True, "QueriesSucceeded", "every query returned")
@@ -854,7 +854,7 @@ class _Tick:
             if winner is not None:
                 self.win(winner, results[winner].reason)
             else:
-                self.decide(HOLD, self.hold_reason(tick))
+                self.record_decision(HOLD, self.hold_reason(tick))
             return
         self.advance_canary(winner, results, guardrails_ok and not fresh, tick, fresh)
 
@@ -984,7 +984,7 @@ class _Tick:
             )
         if waiting or not guardrails_ok:
             why = ", ".join(waiting) if waiting else "guardrails not healthy yet"
-            self.decide(
+            self.record_decision(
                 HOLD, f"step {current} ({desired_total(desired, self.challengers)}% challenger) held: {why}"
             )
             return
@@ -1001,7 +1001,7 @@ class _Tick:
             )
             self.transition(Phase.PROGRESSING, reason, from_label=from_label)
             self.event("Normal", "Advanced", reason)
-            self.decide(ADVANCE, reason)
+            self.record_decision(ADVANCE, reason)
             self.condition("Progressing", True, "Advanced", reason)
             return
         # The last step is done.
@@ -1013,14 +1013,16 @@ class _Tick:
         elif winner is not None:
             self.win(winner, results[winner].reason)
         else:
-            self.decide(HOLD, f"last step held until the primary metric decides: {self.hold_reason(tick)}")
+            self.record_decision(
+                HOLD, f"last step held until the primary metric decides: {self.hold_reason(tick)}"
+            )
 
     def advance_shadow(self, guardrails_ok: bool) -> None:
         self.hold_weights()
         waiting = self.hold_conditions()
         if waiting or not guardrails_ok:
             why = ", ".join(waiting) if waiting else "guardrails not healthy yet"
-            self.decide(HOLD, f"judging the shadow: {why}")
+            self.record_decision(HOLD, f"judging the shadow: {why}")
             return
         reason = "shadow judged safe: latency, errors and agreement guardrails healthy"
         if self.spec.analysis.shadow.continue_as_canary and self.spec.steps:
@@ -1033,7 +1035,7 @@ class _Tick:
                 Phase.PROGRESSING, f"{reason}; continuing as a canary", label="Progressing(step 0)"
             )
             self.event("Normal", "ShadowPassed", f"{reason}; continuing as a canary")
-            self.decide(ADVANCE, f"{reason}; continuing as a canary")
+            self.record_decision(ADVANCE, f"{reason}; continuing as a canary")
             return
         self.end(Phase.CONCLUDED, CONCLUDE, f"{reason}: safe to canary", self.champion)
 
