@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from harness.env import RolloutEnv
 from harness.experiment import (
+    UNDECIDED_MDE,
+    UNDECIDED_TEST,
     condition,
     conversion_metric,
     describe,
@@ -188,7 +190,8 @@ def test_latency_breach_rolls_back_within_one_interval_and_one_scrape(
             env.experiment(
                 steps=[{"weight": 20, "minDuration": "10m"}],
                 guardrails=[guardrail],
-                primary=conversion_metric(),
+                primary=conversion_metric(mde=UNDECIDED_MDE),
+                test=UNDECIDED_TEST,
                 interval=f"{interval:g}s",
             )
         ]

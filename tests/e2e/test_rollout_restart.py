@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 from harness.env import RolloutEnv
-from harness.experiment import conversion_metric, describe, steps_in_history, wait_for_status
+from harness.experiment import (
+    UNDECIDED_MDE,
+    UNDECIDED_TEST,
+    conversion_metric,
+    describe,
+    steps_in_history,
+    wait_for_status,
+)
 
 from arbiter_fixtures import OperatorProcess
 
@@ -37,7 +44,9 @@ def test_operator_killed_mid_step_continues_where_it_was(
                     {"weight": 40, "minDuration": f"{STEP_1_SECONDS}s"},
                     {"weight": 60, "minDuration": "10m"},
                 ],
-                primary=conversion_metric(mde=0.2),
+                # The same model on both sides, judged so that the metric cannot end the story early.
+                primary=conversion_metric(mde=UNDECIDED_MDE),
+                test=UNDECIDED_TEST,
             )
         ]
     )

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from harness.env import RolloutEnv
 from harness.experiment import (
+    UNDECIDED_MDE,
+    UNDECIDED_TEST,
     condition,
     conversion_metric,
     event_reasons,
@@ -28,7 +30,7 @@ TERMINAL = {"Promoted", "RolledBack", "Concluded", "Failed"}
 def test_aa_experiment_is_never_promoted(rollout_env: Any, operator: OperatorProcess, kube_api: Any) -> None:
     """v1 and v2 are the same model (12% conversion). Within maxDuration nothing may call v2 a winner.
 
-    alpha is 0.01 so that the test itself is not flaky: a false verdict has probability at most alpha.
+    alpha is 0.001 so that the test itself is not flaky: a false Win or Loss has probability at most alpha.
     """
     env: RolloutEnv = rollout_env(experiment="same")
     env.apply(
@@ -36,7 +38,7 @@ def test_aa_experiment_is_never_promoted(rollout_env: Any, operator: OperatorPro
             env.experiment(
                 steps=[{"weight": 50, "minDuration": "2s"}],
                 primary=conversion_metric(mde=0.2),
-                test={"method": "Sequential", "alpha": 0.01},
+                test={"method": "Sequential", "alpha": 0.001},
                 decision={"maxDuration": "40s", "onTimeout": "KeepChampion"},
             )
         ]
@@ -132,7 +134,8 @@ def test_prometheus_outage_pauses_and_resumes(
             env.experiment(
                 steps=[{"weight": 30, "minDuration": "10m"}],
                 guardrails=[latency_guardrail(max_seconds=0.5)],
-                primary=conversion_metric(mde=0.2),
+                primary=conversion_metric(mde=UNDECIDED_MDE),
+                test=UNDECIDED_TEST,
                 consecutive_error_limit=3,
             )
         ]

@@ -39,6 +39,20 @@ def conversion_metric(mde: float = 0.2, name: str = "conversion") -> dict[str, A
     }
 
 
+# Settings under which an A/A comparison stays Inconclusive for as long as an e2e story runs, for stories
+# about restarts, outages and guardrails whose primary metric must not end them early. Every verdict needs
+# the alpha-level confidence sequence to exclude the MDE or 0. The mixing variance is MDE^2, so a tiny MDE
+# keeps the sequence's radius far above the MDE (about 0.03 still at 20,000 samples per arm), which makes
+# Futile unreachable; Win or Loss needs p < alpha, which happens in at most 0.1% of runs.
+UNDECIDED_MDE = 0.01
+UNDECIDED_TEST: dict[str, Any] = {"method": "Sequential", "alpha": 0.001, "power": 0.8}
+
+# The chi-square check runs every tick on the step's cumulative counts; at the default threshold (0.001) a
+# correct 50/50 split still pauses in about 1.5% of 60-120 looks (simulated), once per story, which adds up
+# over a suite. Stories that are not about the split use this threshold; the SRM story sets 0.001.
+QUIET_SRM_THRESHOLD = 1e-6
+
+
 def latency_query(quantile: float = 0.95, window: str = "5s") -> str:
     """The router-measured latency quantile of one variant, in seconds."""
     return (
@@ -106,7 +120,7 @@ def experiment_manifest(
     guardrails: list[dict[str, Any]] | None = None,
     primary: dict[str, Any] | None = None,
     test: dict[str, Any] | None = None,
-    srm_threshold: float | None = None,
+    srm_threshold: float = QUIET_SRM_THRESHOLD,
     consecutive_error_limit: int | None = None,
     decision: dict[str, Any] | None = None,
     stickiness_header: str | None = "x-user-id",
@@ -122,7 +136,7 @@ def experiment_manifest(
         steps: canary steps (weight, minDuration, minSamples).
         interval: analysis interval.
         guardrails, primary, test: the analysis blocks (see the builders above).
-        srm_threshold: sampleRatioMismatch.pValueThreshold.
+        srm_threshold: sampleRatioMismatch.pValueThreshold (see QUIET_SRM_THRESHOLD).
         consecutive_error_limit: ticks with failing queries before the experiment pauses.
         decision: the decision policy (onWin, onLoss, maxDuration, onTimeout).
         stickiness_header: the sticky key for the Router provider (None: no stickiness).
@@ -140,8 +154,7 @@ def experiment_manifest(
     }
     if primary is not None:
         analysis["primary"] = primary
-    if srm_threshold is not None:
-        analysis["sampleRatioMismatch"] = {"pValueThreshold": srm_threshold}
+    analysis["sampleRatioMismatch"] = {"pValueThreshold": srm_threshold}
     if consecutive_error_limit is not None:
         analysis["consecutiveErrorLimit"] = consecutive_error_limit
     spec: dict[str, Any] = {
