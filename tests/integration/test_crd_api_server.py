@@ -149,6 +149,13 @@ INVALID = [
         "type Mean needs the count, sum and sumSquares queries",
     ),
     ("bad duration", "spec.analysis.interval", "30 seconds", "spec.analysis.interval", "should match"),
+    (
+        "unknown SRM method",
+        "spec.analysis.sampleRatioMismatch.method",
+        "Bonferroni",
+        "spec.analysis.sampleRatioMismatch.method",
+        'supported values: "Sequential", "ChiSquare"',
+    ),
     ("canary without steps", "spec.steps", None, "spec.steps", "mode Canary needs at least one step"),
 ]
 

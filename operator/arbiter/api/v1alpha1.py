@@ -125,6 +125,13 @@ class TestMethod(StrEnum):
     GROUP_SEQUENTIAL = "GroupSequential"
 
 
+class SampleRatioMismatchMethod(StrEnum):
+    """How the split is tested at every tick."""
+
+    SEQUENTIAL = "Sequential"
+    CHI_SQUARE = "ChiSquare"
+
+
 class OnWin(StrEnum):
     """What to do when a challenger wins."""
 
@@ -523,10 +530,16 @@ class TestConfig(_Model):
 
 
 class SampleRatioMismatch(_Model):
-    """Chi-square check that observed traffic matches the configured split."""
+    """The check that observed traffic matches the configured split."""
 
+    method: SampleRatioMismatchMethod = Field(
+        default=SampleRatioMismatchMethod.SEQUENTIAL,
+        description="Sequential (default): an anytime-valid multinomial test, so a correct split is paused "
+        "with probability at most pValueThreshold however long the experiment runs. ChiSquare: Pearson's "
+        "chi-square at every tick (each look alone is exact, but repeated looks raise false pauses).",
+    )
     p_value_threshold: float = Field(
-        default=0.001, gt=0, lt=1, description="Pause when the SRM chi-square p-value falls below this."
+        default=0.001, gt=0, lt=1, description="Pause when the SRM p-value falls below this."
     )
 
 
@@ -813,8 +826,8 @@ class ModelExperimentStatus(_Model):
     analysis: dict[str, Any] | None = Field(
         default=None,
         description="The numbers behind the decision: primary (per challenger: n, values, difference, lift, CI, "
-        "p-value, verdict), secondary (Holm-adjusted p-values) and srm (chi-square p-value, observed and "
-        "expected counts).",
+        "p-value, verdict), secondary (Holm-adjusted p-values) and srm (method, p-value, observed and expected "
+        "counts).",
     )
     traffic: TrafficStatus | None = Field(
         default=None, description="Whether the data plane carries the weights."

@@ -154,7 +154,8 @@ def _explain(body: dict[str, Any]) -> str:
     srm = analysis.get("srm")
     if srm:
         lines.append(
-            f"sample ratio: p={_num(srm.get('pValue'))} observed={srm.get('observed')} expected={srm.get('expected')}"
+            f"sample ratio ({srm.get('method', 'ChiSquare')}): p={_num(srm.get('pValue'))} "
+            f"observed={srm.get('observed')} expected={srm.get('expected')}"
         )
     for condition in status.get("conditions") or []:
         lines.append(f"condition {condition['type']}={condition['status']} ({condition.get('reason', '')})")

@@ -37,7 +37,7 @@ from arbiter.api import (
     parse_duration,
 )
 from arbiter.api.conditions import ConditionStatus, set_condition
-from arbiter.api.v1alpha1 import MAX_HISTORY, Guardrail, Metric
+from arbiter.api.v1alpha1 import MAX_HISTORY, Guardrail, Metric, SampleRatioMismatchMethod
 from arbiter.api.weights import split_weights, winner_weights
 from arbiter.rollout.counters import accumulate, accumulate_count
 from arbiter.rollout.lifecycle import Event
@@ -48,6 +48,7 @@ from arbiter.stats import (
     MeanStats,
     ProportionStats,
     SequentialState,
+    SRMResult,
     TickDecision,
     Verdict,
     decide,
@@ -56,6 +57,7 @@ from arbiter.stats import (
     sample_ratio_mismatch,
     sample_size_mean,
     sample_size_proportion,
+    sequential_sample_ratio_mismatch,
 )
 from arbiter.stats import Method as StatsMethod
 from arbiter.stats import MetricType as StatsMetricType
@@ -712,13 +714,11 @@ class _Tick:
             )
             return True
         expected_weights = {v: float(weights.get(v, 0)) for v in self.variants if weights.get(v, 0) > 0}
-        result = sample_ratio_mismatch(
-            {v: observed[v] for v in expected_weights},
-            expected_weights,
-            threshold=self.spec.analysis.sample_ratio_mismatch.p_value_threshold,
-        )
+        result = self.srm_test({v: observed[v] for v in expected_weights}, expected_weights)
+        p_text = f"{'chi-square' if result.method == SampleRatioMismatchMethod.CHI_SQUARE else 'always-valid'} p = {result.p_value:.3g}"
         analysis = self.status.setdefault("analysis", {})
         analysis["srm"] = {
+            "method": result.method,
             "pValue": result.p_value,
             "mismatch": bool(result.mismatch),
             "observed": {v: int(n) for v, n in result.observed.items()} if result.observed else {},
@@ -737,21 +737,56 @@ class _Tick:
                 "SampleRatioMismatch",
                 True,
                 "PausedUntilResumed",
-                f"paused on a mismatch in this step; now chi-square p = {result.p_value:.3g}",
+                f"paused on a mismatch in this step; now {p_text}",
             )
             return False
         if result.mismatch and not acknowledged:
             shares = ", ".join(f"{v} {int(observed[v])}" for v in expected_weights)
             reason = (
                 f"sample-ratio mismatch: observed {shares} against weights "
-                f"{', '.join(f'{v} {w:g}%' for v, w in expected_weights.items())} (chi-square p = {result.p_value:.3g})"
+                f"{', '.join(f'{v} {w:g}%' for v, w in expected_weights.items())} ({p_text})"
             )
             self.condition("SampleRatioMismatch", True, "Mismatch", reason)
             if self.phase is not Phase.PAUSED:
                 self.pause(PAUSE_SRM, reason)
             return False
-        self.condition("SampleRatioMismatch", False, "Matches", f"chi-square p = {result.p_value:.3g}")
+        if result.mismatch:
+            self.condition(
+                "SampleRatioMismatch",
+                False,
+                "Acknowledged",
+                f"mismatch in this step resumed by hand ({p_text})",
+            )
+        else:
+            self.condition("SampleRatioMismatch", False, "Matches", p_text)
         return True
+
+    def srm_test(self, observed: dict[str, float], weights: dict[str, float]) -> SRMResult:
+        """Test this step's split with the configured method.
+
+        The sequential test's p-value is a running minimum over the looks at one step's counts; it is kept
+        in the engine state with the step's baseline and weights, and starts over when either changes.
+        """
+        config = self.spec.analysis.sample_ratio_mismatch
+        if config.method is SampleRatioMismatchMethod.CHI_SQUARE:
+            return sample_ratio_mismatch(observed, weights, threshold=config.p_value_threshold)
+        running = self.engine.get("srmRunning") or {}
+        same_counts = (
+            running.get("baseline") == self.engine.get("stepSamples") and running.get("weights") == weights
+        )
+        result = sequential_sample_ratio_mismatch(
+            observed,
+            weights,
+            threshold=config.p_value_threshold,
+            previous_p_value=running.get("pValue") if same_counts else None,
+        )
+        if result.error is None:
+            self.engine["srmRunning"] = {
+                "baseline": self.engine.get("stepSamples"),
+                "weights": weights,
+                "pValue": result.p_value,
+            }
+        return result
 
     # ----------------------------------------------------------------- the primary metric
 

@@ -58,7 +58,12 @@ from arbiter.stats.sequential import (
     msprt_test,
     msprt_z_boundary,
 )
-from arbiter.stats.srm import SRMResult, sample_ratio_mismatch
+from arbiter.stats.srm import (
+    SRMResult,
+    multinomial_log_likelihood_ratio,
+    sample_ratio_mismatch,
+    sequential_sample_ratio_mismatch,
+)
 from arbiter.stats.sufficient import MeanStats, ProportionStats, SufficientStats
 
 __all__ = [
@@ -99,6 +104,7 @@ __all__ = [
     "msprt_p_value",
     "msprt_test",
     "msprt_z_boundary",
+    "multinomial_log_likelihood_ratio",
     "power_normal",
     "power_welch_t",
     "relative_lift_interval",
@@ -107,6 +113,7 @@ __all__ = [
     "sample_size_proportion",
     "sample_size_t_test",
     "sequential_inflation_factor",
+    "sequential_sample_ratio_mismatch",
     "spent_alpha",
     "two_proportion_ztest",
     "welch_ttest",

@@ -47,11 +47,6 @@ def conversion_metric(mde: float = 0.2, name: str = "conversion") -> dict[str, A
 UNDECIDED_MDE = 0.01
 UNDECIDED_TEST: dict[str, Any] = {"method": "Sequential", "alpha": 0.001, "power": 0.8}
 
-# The chi-square check runs every tick on the step's cumulative counts; at the default threshold (0.001) a
-# correct 50/50 split still pauses in about 1.5% of 60-120 looks (simulated), once per story, which adds up
-# over a suite. Stories that are not about the split use this threshold; the SRM story sets 0.001.
-QUIET_SRM_THRESHOLD = 1e-6
-
 
 def latency_query(quantile: float = 0.95, window: str = "5s") -> str:
     """The router-measured latency quantile of one variant, in seconds."""
@@ -120,7 +115,7 @@ def experiment_manifest(
     guardrails: list[dict[str, Any]] | None = None,
     primary: dict[str, Any] | None = None,
     test: dict[str, Any] | None = None,
-    srm_threshold: float = QUIET_SRM_THRESHOLD,
+    srm_threshold: float | None = None,
     consecutive_error_limit: int | None = None,
     decision: dict[str, Any] | None = None,
     stickiness_header: str | None = "x-user-id",
@@ -136,7 +131,7 @@ def experiment_manifest(
         steps: canary steps (weight, minDuration, minSamples).
         interval: analysis interval.
         guardrails, primary, test: the analysis blocks (see the builders above).
-        srm_threshold: sampleRatioMismatch.pValueThreshold (see QUIET_SRM_THRESHOLD).
+        srm_threshold: sampleRatioMismatch.pValueThreshold.
         consecutive_error_limit: ticks with failing queries before the experiment pauses.
         decision: the decision policy (onWin, onLoss, maxDuration, onTimeout).
         stickiness_header: the sticky key for the Router provider (None: no stickiness).
@@ -154,7 +149,8 @@ def experiment_manifest(
     }
     if primary is not None:
         analysis["primary"] = primary
-    analysis["sampleRatioMismatch"] = {"pValueThreshold": srm_threshold}
+    if srm_threshold is not None:
+        analysis["sampleRatioMismatch"] = {"pValueThreshold": srm_threshold}
     if consecutive_error_limit is not None:
         analysis["consecutiveErrorLimit"] = consecutive_error_limit
     spec: dict[str, Any] = {

@@ -361,6 +361,68 @@ def test_sample_ratio_mismatch_pauses_and_resume_acknowledges_it() -> None:
     assert run.phase == "Progressing", "an acknowledged mismatch does not pause the same step again"
 
 
+def srm_run(method: str | None) -> Run:
+    """One 50/50 step of an hour, its weights verified: the next tick's counts are the step's samples."""
+    spec = make_spec(steps=[{"weight": 50, "minDuration": "1h"}])
+    if method is not None:
+        spec = make_spec(
+            steps=[{"weight": 50, "minDuration": "1h"}], analysis__sampleRatioMismatch={"method": method}
+        )
+    run = Run(spec)
+    run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    return run
+
+
+# A correct 50/50 split whose counts wander: at the middle look one chi-square alone says p = 0.0008.
+WANDERING = [(5000, 5020), (5000, 5340), (10000, 10050)]
+
+
+def test_a_correct_split_that_wanders_pauses_under_repeated_chi_square_looks_only() -> None:
+    chi_square = srm_run("ChiSquare")
+    sequential = srm_run(None)
+    for v1, v2 in WANDERING[:2]:
+        for run in (chi_square, sequential):
+            run.tick(observe(primary=conversions(v1=(v1 // 10, v1), v2=(v2 // 10, v2))))
+    assert chi_square.status["pauseReason"] == "SampleRatioMismatch"
+    assert chi_square.status["analysis"]["srm"]["method"] == "ChiSquare"
+    assert "chi-square p = 0.000827" in chi_square.status["message"]
+    assert sequential.phase == "Progressing", "the default test allows for looking every tick"
+    srm = sequential.status["analysis"]["srm"]
+    assert srm["method"] == "Sequential" and not srm["mismatch"]
+    assert srm["pValue"] == pytest.approx(0.0403, abs=1e-4)
+
+
+def test_sequential_srm_p_value_is_a_running_minimum_kept_in_status() -> None:
+    """The p-value never rises within a step, also across an operator restart (the state is in status)."""
+    run = srm_run(None)
+    run.tick(observe(primary=conversions(v1=(500, 5000), v2=(534, 5340))))
+    lowest = run.status["analysis"]["srm"]["pValue"]
+    restarted = Run(run.spec)
+    restarted.status, restarted.now = copy.deepcopy(run.status), run.now
+    restarted.tick(observe(primary=conversions(v1=(1000, 10000), v2=(1005, 10050))))
+    srm = restarted.status["analysis"]["srm"]
+    assert srm["pValue"] == lowest < 1.0, "the balanced counts alone would give p = 1"
+    conditions = {c["type"]: c for c in restarted.status["conditions"]}
+    assert conditions["SampleRatioMismatch"]["reason"] == "Matches"
+    assert "always-valid p = 0.0403" in conditions["SampleRatioMismatch"]["message"]
+
+
+def test_sequential_srm_starts_over_when_the_step_changes() -> None:
+    spec = make_spec(steps=[{"weight": 20, "minDuration": "20s"}, {"weight": 50, "minDuration": "1h"}])
+    run = Run(spec)
+    run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    run.tick(observe(primary=conversions(v1=(800, 8000), v2=(220, 2200))))  # 8000/2200 at 80/20
+    assert 0.001 < run.status["analysis"]["srm"]["pValue"] < 0.01
+    assert run.status["currentStep"] == 1, "judged, then on to 50/50 after its 20s"
+    run.tick(observe(primary=conversions(v1=(810, 8100), v2=(222, 2220))))  # 50/50 verified: baseline
+    run.tick(observe(primary=conversions(v1=(1310, 13100), v2=(722, 7220))))  # +5000 / +5000
+    srm = run.status["analysis"]["srm"]
+    assert srm["observed"] == {"v1": 5000, "v2": 5000}
+    assert srm["pValue"] == 1.0, "the previous step's running minimum does not carry over"
+
+
 def test_no_srm_check_while_the_challenger_gets_no_traffic() -> None:
     run = Run(
         make_spec(mode="Shadow", steps=None, routing={"provider": "Router", "router": {"configMap": "r"}})
