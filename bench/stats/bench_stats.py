@@ -10,6 +10,10 @@ two-sided, power 0.8) whose fixed-horizon size n comes from ``sample_size_propor
   always-valid p <= alpha;
 - ``fixed``: one look at n.
 
+Then the sample-ratio check: correct 50/50 and 95/5 splits watched over 500 cumulative looks (100 units
+each), the share ever flagged at threshold 0.001 by a chi-square at every look and by the anytime-valid
+sequential test (``srm_false_alarm_rate``).
+
 Data are simulated as binomial counts per look (vectorised), and the library's own vectorised mSPRT
 and boundary functions make the decisions. A run that never stops uses its design's maximum sample.
 ``samples_ratio_*`` is the mean sample at the decision divided by n. Then a 10-million-row Parquet
@@ -29,10 +33,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import stats as sps
 
 from arbiter.stats import (
     group_sequential_boundaries,
     msprt_p_value,
+    multinomial_log_likelihood_ratio,
     sample_size_proportion,
     sequential_inflation_factor,
 )
@@ -96,6 +102,23 @@ def run_design(design, rng, runs, looks, n_fixed, p_treatment, bounds, seq_sizes
         "detected": float(detected.mean()),
         "samples_ratio": float(used.mean() / n_fixed),
     }
+
+
+def srm_false_alarms(
+    rng: np.random.Generator, runs: int, looks: int, per_look: int, shares: list[float], threshold: float
+) -> dict[str, float]:
+    """Share of correct splits ever flagged over ``looks`` cumulative looks, per SRM method (chunked)."""
+    p = np.array(shares)
+    flagged = {"chi_square": 0, "sequential": 0}
+    for start in range(0, runs, 2000):
+        size = min(2000, runs - start)
+        counts = rng.multinomial(per_look, p, size=(size, looks)).cumsum(axis=1).astype(float)
+        expected = counts.sum(axis=-1, keepdims=True) * p
+        chi2 = ((counts - expected) ** 2 / expected).sum(axis=-1)
+        flagged["chi_square"] += int((sps.chi2.sf(chi2, len(shares) - 1) < threshold).any(axis=1).sum())
+        log_ratio = multinomial_log_likelihood_ratio(counts, p)
+        flagged["sequential"] += int((log_ratio > math.log(1 / threshold)).any(axis=1).sum())
+    return {method: count / runs for method, count in flagged.items()}
 
 
 def time_analyze(rows: int, directory: Path) -> dict[str, float]:
@@ -177,6 +200,11 @@ def main() -> None:
         }
         for scenario, p_t in scenarios.items()
     }
+    srm_looks, srm_threshold = 500, 0.001
+    srm = {
+        "50_50": srm_false_alarms(rng, args.runs, srm_looks, 100, [0.5, 0.5], srm_threshold),
+        "95_5": srm_false_alarms(rng, args.runs, srm_looks, 100, [0.95, 0.05], srm_threshold),
+    }
     simulation_seconds = time.perf_counter() - started
     analyze = time_analyze(args.rows, Path(args.bench_dir))
     output = {
@@ -195,6 +223,9 @@ def main() -> None:
         "samples_ratio_at_mde": {k: round(v["samples_ratio"], 4) for k, v in results["mde"].items()},
         "samples_ratio_at_2x_mde": {k: round(v["samples_ratio"], 4) for k, v in results["2x_mde"].items()},
         "samples_ratio_aa": {k: round(v["samples_ratio"], 4) for k, v in results["aa"].items()},
+        "srm_looks": srm_looks,
+        "srm_threshold": srm_threshold,
+        "srm_false_alarm_rate": srm,
         "simulation_seconds": round(simulation_seconds, 2),
         "analyze_rows": args.rows,
         "analyze_10m_rows_seconds": round(analyze["seconds"], 2),

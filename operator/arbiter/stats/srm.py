@@ -16,7 +16,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
+from numpy.typing import ArrayLike
 from scipy import special
 from scipy import stats as sps
 
@@ -123,19 +126,24 @@ def sample_ratio_mismatch(
 
 
 def multinomial_log_likelihood_ratio(
-    counts: list[float], shares: list[float], concentration: float = DEFAULT_CONCENTRATION
-) -> float:
+    counts: ArrayLike, shares: ArrayLike, concentration: float = DEFAULT_CONCENTRATION
+) -> Any:
     """Log of the Dirichlet-multinomial mixture likelihood over the multinomial likelihood at ``shares``.
 
     The mixture's Dirichlet prior has parameters ``concentration * shares`` (centred on the null). The
-    multinomial coefficient is common to both and cancels.
+    multinomial coefficient is common to both and cancels. Vectorised: ``counts`` may have any leading
+    shape with the variants on the last axis; one count vector gives a float, more give an array.
     """
-    prior = [concentration * share for share in shares]
-    n = sum(counts)
-    log_ratio = float(special.gammaln(concentration) - special.gammaln(concentration + n))
-    for count, a, share in zip(counts, prior, shares, strict=True):
-        log_ratio += float(special.gammaln(a + count) - special.gammaln(a)) - count * math.log(share)
-    return log_ratio
+    x = np.asarray(counts, dtype=float)
+    p = np.asarray(shares, dtype=float)
+    prior = concentration * p
+    n = x.sum(axis=-1)
+    log_ratio = (
+        special.gammaln(concentration)
+        - special.gammaln(concentration + n)
+        + (special.gammaln(prior + x) - special.gammaln(prior) - x * np.log(p)).sum(axis=-1)
+    )
+    return float(log_ratio) if np.ndim(log_ratio) == 0 else log_ratio
 
 
 def sequential_sample_ratio_mismatch(
@@ -166,10 +174,12 @@ def sequential_sample_ratio_mismatch(
         return prepared
     tested = prepared.tested
     shares_total = sum(prepared.shares[name] for name in tested)
-    log_ratio = multinomial_log_likelihood_ratio(
-        [prepared.counts[name] for name in tested],
-        [prepared.shares[name] / shares_total for name in tested],
-        concentration,
+    log_ratio = float(
+        multinomial_log_likelihood_ratio(
+            [prepared.counts[name] for name in tested],
+            [prepared.shares[name] / shares_total for name in tested],
+            concentration,
+        )
     )
     p_value = min(1.0, math.exp(-log_ratio)) if log_ratio > 0 else 1.0
     if previous_p_value is not None and math.isfinite(previous_p_value):
