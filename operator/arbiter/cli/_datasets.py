@@ -190,19 +190,24 @@ def _batches_parquet(path: str, columns: list[str]) -> Any:
 def _batches_csv(path: str, columns: list[str], string_columns: list[str], outcome_col: str) -> Any:
     import pyarrow.csv as pacsv
 
+    true_values, false_values = ["true", "True", "TRUE"], ["false", "False", "FALSE"]
     with open(path, newline="", encoding="utf-8") as handle:
-        header = next(csv.reader(handle), [])
-    _check_columns(header, columns, path)
+        rows = csv.reader(handle)
+        header = next(rows, [])
+        _check_columns(header, columns, path)
+        # The first non-empty outcome says whether the column holds true/false or numbers (like JSONL).
+        at = header.index(outcome_col)
+        first = next((row[at] for row in rows if len(row) > at and row[at] != ""), "")
     types: dict[str, pa.DataType] = {name: pa.string() for name in string_columns}
-    types[outcome_col] = pa.float64()
+    types[outcome_col] = pa.bool_() if first in true_values + false_values else pa.float64()
     reader = pacsv.open_csv(
         path,
         read_options=pacsv.ReadOptions(block_size=16 << 20),
         convert_options=pacsv.ConvertOptions(
             include_columns=columns,
             column_types=types,
-            true_values=["true", "True", "TRUE"],
-            false_values=["false", "False", "FALSE"],
+            true_values=true_values,
+            false_values=false_values,
         ),
     )
     yield from reader
@@ -286,7 +291,7 @@ def aggregate_file(
             accumulator.add(batch, variant_col, outcome_col, segment_col, time_col)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "conversion error to double" in first_line:
+        if "conversion error to double" in first_line or "conversion error to bool" in first_line:
             raise DatasetError(f"outcome column '{outcome_col}' is not numeric: {first_line}") from error
         raise DatasetError(f"cannot read {path}: {first_line}") from error
     return accumulator.result

@@ -162,6 +162,26 @@ def test_bad_input_is_one_line_and_non_zero(tmp_path, capsys, extra, message, fm
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_true_false_outcomes_count_as_conversions(tmp_path, capsys, fmt):
+    """A logged boolean (``true``/``false`` in CSV) is a 0/1 outcome in every format."""
+    table = make_table(rows=3000, seed=4)
+    flags = table.set_column(1, "outcome", pa.array([bool(x) for x in table["outcome"].to_pylist()]))
+    numbers = analyze_json(capsys, write(table, tmp_path / f"n.{fmt}", fmt))
+    booleans = analyze_json(capsys, write(flags, tmp_path / f"b.{fmt}", fmt))
+    assert booleans["metric"] == "proportion"
+    assert booleans["comparisons"] == numbers["comparisons"]
+
+
+def test_a_csv_outcome_mixing_booleans_and_text_is_a_one_line_error(tmp_path, capsys):
+    path = tmp_path / "mixed.csv"
+    path.write_text("variant,outcome\na,true\nb,false\na,maybe\n")
+    assert main(["analyze", str(path)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "outcome column 'outcome' is not numeric" in err and "maybe" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
 def test_missing_file_and_single_variant(tmp_path, capsys):
     assert main(["analyze", str(tmp_path / "nope.csv")]) != 0
     assert "no such file" in capsys.readouterr().err
