@@ -115,6 +115,8 @@ def test_sample_ratio_mismatch_pauses(rollout_env: Any, operator: OperatorProces
     srm = condition(paused, "SampleRatioMismatch")
     assert srm["status"] == "True" and srm["reason"] == "Mismatch", srm
     numbers = paused["analysis"]["srm"]
+    # The default anytime-valid test, which the correct split before the bug could not trip (<= 0.1%).
+    assert numbers["method"] == "Sequential", numbers
     assert numbers["mismatch"] is True and numbers["pValue"] < 0.001, numbers
     assert numbers["observed"]["v2"] < numbers["observed"]["v1"], numbers
     assert paused["weights"] == {"v1": 50, "v2": 50}, "a pause holds the split where it is"
