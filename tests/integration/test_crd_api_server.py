@@ -185,6 +185,22 @@ def test_shadow_with_replicas_is_rejected_by_the_api_server(
     assert "mode Shadow needs a provider that can mirror traffic" in result.stderr
 
 
+def test_shadow_with_two_challengers_is_rejected_by_the_api_server(
+    cluster: Any, arbiter_crd: str, namespace: str
+) -> None:
+    experiment = canary_experiment(namespace)
+    experiment["spec"]["mode"] = "Shadow"
+    challenger = experiment["spec"]["challengers"][0]
+    experiment["spec"]["challengers"].append({**challenger, "name": "v3"})
+    result = cluster.kubectl("create", "-f", "-", input=yaml.safe_dump(experiment), check=False)
+    assert result.returncode != 0
+    assert "spec.challengers" in result.stderr
+    assert "mode Shadow judges one challenger at a time" in result.stderr
+    experiment["spec"]["challengers"].pop()
+    accepted = cluster.kubectl("create", "-f", "-", input=yaml.safe_dump(experiment), check=False)
+    assert accepted.returncode == 0, accepted.stderr
+
+
 def test_a_valid_spec_is_accepted_by_the_same_path(cluster: Any, arbiter_crd: str, namespace: str) -> None:
     result = cluster.kubectl(
         "create", "-f", "-", input=yaml.safe_dump(canary_experiment(namespace)), check=False

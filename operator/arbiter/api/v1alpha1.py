@@ -637,6 +637,11 @@ _SPEC_RULES: list[JsonValue] = [
         ".routing.provider",
     ),
     _cel(
+        "self.mode != 'Shadow' || size(self.challengers) == 1",
+        "mode Shadow judges one challenger at a time (one mirror target); list one challenger",
+        ".challengers",
+    ),
+    _cel(
         "self.mode != 'ABTest' || has(self.analysis.primary)",
         "mode ABTest needs spec.analysis.primary",
         ".analysis",
@@ -695,6 +700,8 @@ class ModelExperimentSpec(_Model):
             raise ValueError(
                 "mode Shadow needs a provider that can mirror traffic (Router, GatewayAPI or Istio), not Replicas"
             )
+        if self.mode is Mode.SHADOW and len(self.challengers) != 1:
+            raise ValueError("mode Shadow judges one challenger at a time (one mirror target); list one challenger")
         if self.mode is Mode.AB_TEST and self.analysis.primary is None:
             raise ValueError("mode ABTest needs spec.analysis.primary")
         if self.routing.provider is not RoutingProviderName.REPLICAS:

@@ -132,6 +132,15 @@ def test_shadow_with_replicas_is_rejected() -> None:
         parse_spec(spec)
 
 
+def test_shadow_takes_exactly_one_challenger() -> None:
+    spec = valid_spec()
+    spec["mode"] = "Shadow"
+    parse_spec(spec)
+    spec["challengers"].append({**spec["challengers"][0], "name": "v3"})
+    with pytest.raises(ValidationError, match="mode Shadow judges one challenger at a time"):
+        parse_spec(spec)
+
+
 def test_istio_without_block_names_the_field() -> None:
     spec = valid_spec()
     spec["routing"]["provider"] = "Istio"
