@@ -701,7 +701,9 @@ class ModelExperimentSpec(_Model):
                 "mode Shadow needs a provider that can mirror traffic (Router, GatewayAPI or Istio), not Replicas"
             )
         if self.mode is Mode.SHADOW and len(self.challengers) != 1:
-            raise ValueError("mode Shadow judges one challenger at a time (one mirror target); list one challenger")
+            raise ValueError(
+                "mode Shadow judges one challenger at a time (one mirror target); list one challenger"
+            )
         if self.mode is Mode.AB_TEST and self.analysis.primary is None:
             raise ValueError("mode ABTest needs spec.analysis.primary")
         if self.routing.provider is not RoutingProviderName.REPLICAS:
