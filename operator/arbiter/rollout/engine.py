@@ -790,7 +790,7 @@ class _Tick:
 
     # ----------------------------------------------------------------- the primary metric
 
-    def decision_config(self, metric: Metric) -> DecisionConfig:
+    def decision_config(self, metric: Metric, planned_sample_size: int | None = None) -> DecisionConfig:
         test = self.spec.analysis.test
         return DecisionConfig(
             metric=StatsMetricType(metric.type.value),
@@ -800,8 +800,20 @@ class _Tick:
             alpha=test.alpha,
             power=test.power,
             method=StatsMethod(test.method.value),
-            planned_sample_size=self.engine.get("plannedSampleSize"),
+            planned_sample_size=planned_sample_size,
         )
+
+    def planned_config(self, metric: Metric, control: SufficientStats, plan_key: str) -> DecisionConfig:
+        """The metric's decision config with its own sample-size plan (FixedHorizon, GroupSequential).
+
+        Each metric is planned from its own baseline and MDE, once, and the plan is frozen in the engine
+        state under ``plan_key``.
+        """
+        config = self.decision_config(metric, self.engine.get(plan_key))
+        if config.method is not StatsMethod.SEQUENTIAL and config.planned_sample_size is None:
+            self.engine[plan_key] = _planned_n(metric, control, config)
+            config = self.decision_config(metric, self.engine[plan_key])
+        return config
 
     def judge_primary(self, data: dict[str, dict[str, SufficientStats]]) -> TickDecision | None:
         metric = self.spec.analysis.primary
@@ -813,10 +825,7 @@ class _Tick:
         treatments = {c: stats[c] for c in self.challengers if c in stats}
         started = _parse_ts(self.status.get("startedAt"))
         elapsed = (self.now - started).total_seconds() if started else None
-        config = self.decision_config(metric)
-        if config.method is not StatsMethod.SEQUENTIAL and config.planned_sample_size is None:
-            self.engine["plannedSampleSize"] = _planned_n(metric, stats[self.champion], config)
-            config = self.decision_config(metric)
+        config = self.planned_config(metric, stats[self.champion], "plannedSampleSize")
         state_key = "primaryState"
         tick = decide(
             stats[self.champion],
@@ -844,9 +853,8 @@ class _Tick:
                 continue
             treatments = {c: stats[c] for c in self.challengers if c in stats}
             key = f"secondaryState/{metric.name}"
-            tick = decide(
-                stats[self.champion], treatments, self.decision_config(metric), state=self.engine.get(key)
-            )
+            config = self.planned_config(metric, stats[self.champion], f"plannedSampleSize/{metric.name}")
+            tick = decide(stats[self.champion], treatments, config, state=self.engine.get(key))
             self.engine[key] = tick.state.to_dict()
             rows.extend({**_result_dict(d), "metric": metric.name} for d in tick.challengers.values())
         p_values = [r["pValue"] for r in rows if r.get("pValue") is not None]

@@ -651,6 +651,42 @@ def test_fixed_horizon_plans_once_from_the_champion_and_waits_for_the_horizon() 
     assert run.status["engine"]["plannedSampleSize"] == planned, "the plan is frozen"
 
 
+def test_secondary_metrics_are_reported_with_their_own_plan_and_never_decide() -> None:
+    """FixedHorizon: a secondary metric with a large MDE reaches its own (small) horizon and is reported
+    with its verdict and family-adjusted p-value, while the primary waits for its far larger horizon."""
+    clicks = {
+        "name": "clicks",
+        "type": "Proportion",
+        "successes": "cs",
+        "trials": "ct",
+        "minimumDetectableEffect": 0.3,
+    }
+    run = Run(
+        make_spec(
+            mode="ABTest",
+            steps=None,
+            analysis__test={"method": "FixedHorizon"},
+            analysis__secondary=[clicks],
+        )
+    )
+    zero = conversions(v1=(0, 0), v2=(0, 0))
+    run.tick(observe(primary=zero, secondary={"clicks": zero}))
+    run.tick(
+        observe(
+            primary=conversions(v1=(100, 1000), v2=(101, 1000)),
+            secondary={"clicks": conversions(v1=(300, 1000), v2=(450, 1000))},
+        )
+    )
+    engine = run.status["engine"]
+    assert engine["plannedSampleSize"] > 20000, "10% baseline, 5% relative MDE"
+    assert 0 < engine["plannedSampleSize/clicks"] <= 1000, "30% baseline, 30% relative MDE"
+    (row,) = run.status["analysis"]["secondary"]
+    assert row["metric"] == "clicks" and row["verdict"] == "Win", row
+    assert row["pValueFamilyAdjusted"] == pytest.approx(row["pValue"]), "a family of one"
+    assert run.phase == "Progressing", "a secondary metric never decides the experiment"
+    assert run.status["analysis"]["primary"]["results"][0]["verdict"] == "Inconclusive"
+
+
 def test_baselines_are_not_taken_on_a_tick_with_errors() -> None:
     run = Run(make_spec(steps=[{"weight": 50}], analysis__consecutiveErrorLimit=5))
     # The first look fails for the champion; its history must not be counted when it shows up.
