@@ -157,6 +157,8 @@ class RolloutEnv:
         provider: ``Router`` or ``Replicas``.
         replicas: Deployment replicas per variant at the start (Replicas: their sum is the budget).
         latency_ms, jitter_ms: the model servers' starting latency.
+        answer_like: ``{variant: other}``: that variant's server answers exactly like ``other``'s (same
+            seed, ``--answer-as other``), e.g. ``{"v2": "v1"}`` for a shadow that agrees with the champion.
     """
 
     def __init__(
@@ -173,9 +175,13 @@ class RolloutEnv:
         replicas: dict[str, int] | None = None,
         latency_ms: float = 5.0,
         jitter_ms: float = 2.0,
+        answer_like: dict[str, str] | None = None,
     ) -> None:
         if provider not in ("Router", "Replicas"):
             raise ValueError(f"provider {provider!r}: the e2e harness drives Router and Replicas")
+        unknown = {name for pair in (answer_like or {}).items() for name in pair} - set(variants)
+        if unknown:
+            raise ValueError(f"answer_like names variants that are not in {variants}: {sorted(unknown)}")
         self.cluster = cluster
         self.kube_api = kube_api
         self.namespace = namespace
@@ -187,6 +193,7 @@ class RolloutEnv:
         self.replicas = replicas or dict.fromkeys(variants, 1)
         self.latency_ms = latency_ms
         self.jitter_ms = jitter_ms
+        self.answer_like = dict(answer_like or {})
         self.models: dict[str, ModelServerProcess] = {}
         self.router: RouterProcess | None = None
         self.replica_routes: ReplicaRoutes | None = None
@@ -216,9 +223,16 @@ class RolloutEnv:
         return self
 
     def _start(self) -> None:
-        for index, name in enumerate(self.variant_names):
+        seeds = {name: index for index, name in enumerate(self.variant_names)}
+        for name in self.variant_names:
+            like = self.answer_like.get(name)
             self.models[name] = ModelServerProcess.start(
-                name, self.workdir, latency_ms=self.latency_ms, jitter_ms=self.jitter_ms, seed=index
+                name,
+                self.workdir,
+                latency_ms=self.latency_ms,
+                jitter_ms=self.jitter_ms,
+                seed=seeds[like or name],
+                answer_as=like,
             )
         docs = []
         for ref in self.variants:

@@ -88,6 +88,22 @@ def error_rate_guardrail(
     }
 
 
+def agreement_query() -> str:
+    """The share of the variant's shadow answers that agreed with the served ones (examples/shadow.yaml).
+
+    Cumulative over the router's life: the router is the test's own, started with the experiment.
+    """
+    comparisons = f"arbiter_router_shadow_comparisons_total{{{SELECTOR}"
+    return f'sum({comparisons},agree="true"}}) / sum({comparisons}}})'
+
+
+def agreement_guardrail(
+    min_share: float = 0.95, *, failure_limit: int = 2, name: str = "agreement"
+) -> dict[str, Any]:
+    """An absolute guardrail on the share of shadow answers that agree with the champion's."""
+    return {"name": name, "query": agreement_query(), "min": min_share, "failureLimit": failure_limit}
+
+
 @dataclass(frozen=True)
 class VariantRef:
     """A variant as the experiment names it: its Deployment, Service and the URL the router uses."""
@@ -119,6 +135,8 @@ def experiment_manifest(
     consecutive_error_limit: int | None = None,
     decision: dict[str, Any] | None = None,
     stickiness_header: str | None = "x-user-id",
+    shadow: dict[str, Any] | None = None,
+    shadow_analysis: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A complete ModelExperiment (a dict ready for the API server).
 
@@ -135,12 +153,16 @@ def experiment_manifest(
         consecutive_error_limit: ticks with failing queries before the experiment pauses.
         decision: the decision policy (onWin, onLoss, maxDuration, onTimeout).
         stickiness_header: the sticky key for the Router provider (None: no stickiness).
+        shadow: spec.routing.shadow (mode Shadow: ``percent``, ``timeoutSeconds``).
+        shadow_analysis: spec.analysis.shadow (``minDuration``, ``minSamples``, ``continueAsCanary``).
     """
     routing: dict[str, Any] = {"provider": provider}
     if provider == "Router":
         routing["router"] = {"configMap": config_map or f"{name}-routes"}
         if stickiness_header:
             routing["stickiness"] = {"header": stickiness_header}
+    if shadow is not None:
+        routing["shadow"] = shadow
     analysis: dict[str, Any] = {
         "interval": interval,
         "prometheus": {"url": prometheus_url, "timeout": "2s"},
@@ -153,6 +175,8 @@ def experiment_manifest(
         analysis["sampleRatioMismatch"] = {"pValueThreshold": srm_threshold}
     if consecutive_error_limit is not None:
         analysis["consecutiveErrorLimit"] = consecutive_error_limit
+    if shadow_analysis is not None:
+        analysis["shadow"] = shadow_analysis
     spec: dict[str, Any] = {
         "mode": mode,
         "champion": champion.to_spec(),

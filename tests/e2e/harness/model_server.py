@@ -13,9 +13,18 @@ It prints its bound port on the first line of stdout, then serves:
   (seed, variant, request body), so the same request always gets the same score from the same variant.
 - ``GET /healthz``: ``ok``.
 - ``GET /admin``: the current settings as JSON; ``POST /admin`` with any of ``latencyMs``, ``jitterMs``,
-  ``errorRate`` changes them at once (for requests that start afterwards) and answers the new settings.
+  ``errorRate``, ``disagreeRate`` changes them at once (for requests that start afterwards) and answers
+  the new settings. ``disagreeRate`` is listed only once it has been set (it is 0 until then).
 - ``GET /metrics``: its own Prometheus counters (``model_requests_total{variant,code}``), so a test can
   check that what the router says it sent is what the model received.
+
+Answering like another variant (for judged shadow traffic): with ``--answer-as NAME`` the server
+answers exactly what a server started with ``--variant NAME`` and the same ``--seed`` answers: the score
+comes from (seed, NAME, body) and the body says ``"variant": NAME``. Its own name stays in its metrics and
+logs. ``disagreeRate`` (default 0) then makes it disagree on a share of the requests: a request whose
+body falls in that share (by a hash of the body alone, so the same body is always in or out, whatever
+the variant or seed) gets its score moved by 0.5 modulo 1, which no comparison tolerance below 0.5 can
+mistake for the original answer.
 
 Only the standard library, aiohttp and prometheus_client are used; it binds 127.0.0.1 only.
 """
@@ -42,8 +51,15 @@ class Settings:
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
     error_rate: float = 0.0
+    disagree_rate: float | None = None
+    """Share of request bodies answered differently; None until set (listed only then, and acts as 0)."""
 
-    _JSON_NAMES = {"latencyMs": "latency_ms", "jitterMs": "jitter_ms", "errorRate": "error_rate"}
+    _JSON_NAMES = {
+        "latencyMs": "latency_ms",
+        "jitterMs": "jitter_ms",
+        "errorRate": "error_rate",
+        "disagreeRate": "disagree_rate",
+    }
 
     def update(self, changes: dict[str, Any]) -> None:
         """Apply ``changes`` (JSON names) after checking every value; raise ValueError on a bad one."""
@@ -55,14 +71,19 @@ class Settings:
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"{key} must be a non-negative number")
             checked[self._JSON_NAMES[key]] = float(value)
-        if checked.get("error_rate", 0.0) > 1.0:
-            raise ValueError("errorRate must be at most 1")
+        for field_name, json_name in (("error_rate", "errorRate"), ("disagree_rate", "disagreeRate")):
+            if checked.get(field_name, 0.0) > 1.0:
+                raise ValueError(f"{json_name} must be at most 1")
         for field_name, value in checked.items():
             setattr(self, field_name, value)
 
     def to_json(self) -> dict[str, float]:
-        """The settings under their JSON names."""
-        return {json_name: getattr(self, name) for json_name, name in self._JSON_NAMES.items()}
+        """The settings under their JSON names (``disagreeRate`` only once it was set)."""
+        return {
+            json_name: getattr(self, name)
+            for json_name, name in self._JSON_NAMES.items()
+            if getattr(self, name) is not None
+        }
 
 
 def score_of(seed: int, variant: str, body: bytes) -> float:
@@ -71,11 +92,29 @@ def score_of(seed: int, variant: str, body: bytes) -> float:
     return int.from_bytes(digest, "big") / 2.0**64
 
 
-class ModelServer:
-    """The aiohttp application of one variant."""
+def body_fraction(body: bytes) -> float:
+    """A request body's fixed position in [0, 1), independent of variant and seed.
 
-    def __init__(self, variant: str, settings: Settings, seed: int) -> None:
+    ``disagreeRate`` r perturbs exactly the bodies below r, so two servers with the same rate disagree
+    with the original on the same requests, and a body is never in the share on one try and out on the next.
+    """
+    digest = hashlib.blake2b(body, digest_size=8, key=b"disagree").digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+class ModelServer:
+    """The aiohttp application of one variant.
+
+    Args:
+        variant: its own name (metrics, logs).
+        settings: what the test controls at runtime.
+        seed: seeds the scores and the latency/error draws.
+        answer_as: answer like this variant (see the module docstring); None: like itself.
+    """
+
+    def __init__(self, variant: str, settings: Settings, seed: int, answer_as: str | None = None) -> None:
         self.variant = variant
+        self.answer_as = answer_as or variant
         self.settings = settings
         self.seed = seed
         self._random = random.Random(seed)
@@ -106,9 +145,12 @@ class ModelServer:
             await asyncio.sleep(delay_ms / 1000.0)
         if settings.error_rate and self._random.random() < settings.error_rate:
             self.requests.labels(self.variant, "500").inc()
-            return web.json_response({"error": "injected failure", "variant": self.variant}, status=500)
+            return web.json_response({"error": "injected failure", "variant": self.answer_as}, status=500)
         self.requests.labels(self.variant, "200").inc()
-        return web.json_response({"score": score_of(self.seed, self.variant, body), "variant": self.variant})
+        score = score_of(self.seed, self.answer_as, body)
+        if settings.disagree_rate and body_fraction(body) < settings.disagree_rate:
+            score = (score + 0.5) % 1.0
+        return web.json_response({"score": score, "variant": self.answer_as})
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -140,13 +182,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--jitter-ms", type=float, default=0.0)
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--answer-as",
+        default=None,
+        metavar="NAME",
+        help="answer exactly like variant NAME with the same seed (a challenger that agrees with the champion)",
+    )
+    parser.add_argument(
+        "--disagree-rate", type=float, default=None, help="share of request bodies answered differently"
+    )
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
     settings = Settings()
     settings.update({"latencyMs": args.latency_ms, "jitterMs": args.jitter_ms, "errorRate": args.error_rate})
-    server = ModelServer(args.variant, settings, args.seed)
+    if args.disagree_rate is not None:
+        settings.update({"disagreeRate": args.disagree_rate})
+    server = ModelServer(args.variant, settings, args.seed, answer_as=args.answer_as)
     runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", args.port)

@@ -100,8 +100,13 @@ class ModelServerProcess(ChildProcess):
         jitter_ms: float = 1.0,
         error_rate: float = 0.0,
         seed: int = 0,
+        answer_as: str | None = None,
     ) -> ModelServerProcess:
-        """Start the server and wait until it answers /healthz."""
+        """Start the server and wait until it answers /healthz.
+
+        ``answer_as``: answer exactly like the server of that variant started with the same ``seed``
+        (see model_server.py); its ``disagreeRate`` is then set with :meth:`configure`.
+        """
         log_path = log_dir / f"model-{variant}.log"
         log = log_path.open("ab")
         popen = subprocess.Popen(
@@ -114,6 +119,7 @@ class ModelServerProcess(ChildProcess):
                 f"--jitter-ms={jitter_ms}",
                 f"--error-rate={error_rate}",
                 f"--seed={seed}",
+                *([f"--answer-as={answer_as}"] if answer_as else []),
             ],
             stdout=subprocess.PIPE,
             stderr=log,
@@ -146,11 +152,17 @@ class ModelServerProcess(ChildProcess):
         latency_ms: float | None = None,
         jitter_ms: float | None = None,
         error_rate: float | None = None,
+        disagree_rate: float | None = None,
     ) -> dict[str, float]:
-        """Change latency / jitter / error rate at runtime; return the settings now in force."""
+        """Change latency / jitter / error rate / disagree rate at runtime; return the settings now in force."""
         changes = {
             key: value
-            for key, value in (("latencyMs", latency_ms), ("jitterMs", jitter_ms), ("errorRate", error_rate))
+            for key, value in (
+                ("latencyMs", latency_ms),
+                ("jitterMs", jitter_ms),
+                ("errorRate", error_rate),
+                ("disagreeRate", disagree_rate),
+            )
             if value is not None
         }
         status, body = http_json(self.url + "/admin", changes)
