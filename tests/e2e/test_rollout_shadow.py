@@ -25,6 +25,7 @@ from harness.experiment import (
     agreement_guardrail,
     condition,
     event_reasons,
+    steps_in_history,
     wait_for_status,
 )
 from harness.processes import ModelServerProcess, RouterProcess, http_json
@@ -199,7 +200,14 @@ def test_agreeing_shadow_is_judged_safe_to_canary(
 def test_agreeing_shadow_continues_as_a_canary(
     rollout_env: Any, operator: OperatorProcess, kube_api: Any
 ) -> None:
-    """With continueAsCanary the judged-safe shadow goes on to step 0 of a canary instead of concluding."""
+    """With continueAsCanary the judged-safe shadow goes on as a canary (steps 0 and 1) instead of concluding.
+
+    The history must record each step the canary enters after the shadow, as it does for a plain canary.
+    Fails today: after the shadow passes, ``_label`` in arbiter/rollout/engine.py still labels every
+    Progressing state of a Shadow-mode experiment plain "Progressing" (it tests ``spec.mode``, not whether
+    the experiment is still in shadow), so step 0 -> 1 is "Progressing" -> "Progressing" and
+    ``transition`` records nothing: the history goes from "Progressing(step 0)" straight to the end.
+    """
     name = "shadow-canary"
     env: RolloutEnv = rollout_env(experiment=name, answer_like={"v2": "v1"})
     assert env.router is not None
@@ -207,7 +215,7 @@ def test_agreeing_shadow_continues_as_a_canary(
         [
             env.experiment(
                 mode="Shadow",
-                steps=[{"weight": 20, "minDuration": "10m"}],
+                steps=[{"weight": 20, "minDuration": "3s"}, {"weight": 50, "minDuration": "10m"}],
                 guardrails=[agreement_guardrail(0.95)],
                 shadow=MIRROR,
                 shadow_analysis={"minDuration": "5s", "continueAsCanary": True},
@@ -242,6 +250,19 @@ def test_agreeing_shadow_continues_as_a_canary(
     assert shadow_comparisons(env.router, name).get("true", 0) > 0
     # Now v2 serves real users.
     wait_for(lambda: traffic.snapshot().requests("v2") > 0, timeout=30, message="v2 to serve users")
+
+    # ...and the canary goes on through its steps, each one in the history.
+    step1 = wait_for_status(
+        kube_api,
+        env.namespace,
+        name,
+        lambda s: s.get("currentStep") == 1 and s.get("weights") == {"v1": 50, "v2": 50},
+        forbid=lambda s: s.get("phase") in TERMINAL or s.get("phase") == "Paused",
+        timeout=60,
+        message="the canary to advance to step 1",
+    )
+    assert steps_in_history(step1["history"]) == [0, 1], step1["history"]
+    assert step1["history"][-1]["to"] == "Progressing(step 1)", step1["history"]
 
 
 def test_disagreeing_shadow_is_rolled_back(
