@@ -230,7 +230,7 @@ class _Tick:
         self.status["history"] = history[-MAX_HISTORY:]
 
     def _label(self, phase: str) -> str:
-        if phase == Phase.PROGRESSING.value and self.spec.mode is not Mode.SHADOW:
+        if phase == Phase.PROGRESSING.value and not self.in_shadow():
             return f"Progressing(step {self.status.get('currentStep', 0)})"
         return phase
 
@@ -1067,15 +1067,24 @@ class _Tick:
             why = ", ".join(waiting) if waiting else "guardrails not healthy yet"
             self.record_decision(HOLD, f"judging the shadow: {why}")
             return
-        reason = "shadow judged safe: latency, errors and agreement guardrails healthy"
+        guardrails = [g.name for g in self.spec.analysis.guardrails]
+        reason = (
+            f"shadow judged safe: guardrails {', '.join(guardrails)} healthy"
+            if guardrails
+            else "shadow judged safe: ran its minimum duration (no guardrails configured)"
+        )
         if self.spec.analysis.shadow.continue_as_canary and self.spec.steps:
+            from_label = self._label(Phase.PROGRESSING.value)  # the shadow's, before it has passed
             self.engine["shadowPassed"] = True
             self.engine["stepSamples"] = None
             self.status["currentStep"] = 0
             self.status["stepStartedAt"] = self.now_text
             self.set_weights(self.desired_weights())
             self.transition(
-                Phase.PROGRESSING, f"{reason}; continuing as a canary", label="Progressing(step 0)"
+                Phase.PROGRESSING,
+                f"{reason}; continuing as a canary",
+                label="Progressing(step 0)",
+                from_label=from_label,
             )
             self.event("Normal", "ShadowPassed", f"{reason}; continuing as a canary")
             self.record_decision(ADVANCE, f"{reason}; continuing as a canary")

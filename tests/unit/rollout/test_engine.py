@@ -590,6 +590,16 @@ def test_shadow_can_continue_as_a_canary() -> None:
     plan = run.tick(observe(), after=60)
     assert run.phase == "Progressing" and run.status["weights"] == {"v1": 80, "v2": 20}
     assert plan.routing is not None and plan.routing.mirror is None
+    assert "guardrails latency healthy; continuing as a canary" in run.status["decision"]["reason"]
+    # ...and every canary step after the shadow is in the history, like in a plain canary.
+    run.tick(observe())  # step 0's weights verified: its samples count from here
+    run.tick(observe(), after=60)
+    assert run.status["currentStep"] == 1 and run.status["weights"] == {"v1": 60, "v2": 40}
+    transitions = [(h["from"], h["to"]) for h in run.status["history"]]
+    assert transitions[-2:] == [
+        ("Progressing", "Progressing(step 0)"),
+        ("Progressing(step 0)", "Progressing(step 1)"),
+    ], transitions
 
 
 def test_ab_test_splits_at_once_and_decides_statistically() -> None:
