@@ -207,11 +207,9 @@ def test_agreeing_shadow_continues_as_a_canary(
 ) -> None:
     """With continueAsCanary the judged-safe shadow goes on as a canary (steps 0 and 1) instead of concluding.
 
-    The history must record each step the canary enters after the shadow, as it does for a plain canary.
-    Fails today: after the shadow passes, ``_label`` in arbiter/rollout/engine.py still labels every
-    Progressing state of a Shadow-mode experiment plain "Progressing" (it tests ``spec.mode``, not whether
-    the experiment is still in shadow), so step 0 -> 1 is "Progressing" -> "Progressing" and
-    ``transition`` records nothing: the history goes from "Progressing(step 0)" straight to the end.
+    The history must record each step the canary enters after the shadow, as it does for a plain canary
+    (it did not: the engine labelled every Progressing state of a Shadow-mode experiment plain
+    "Progressing", so step 0 -> 1 was not recorded; pinned in tests/unit/rollout/test_engine.py).
     """
     name = "shadow-canary"
     env: RolloutEnv = rollout_env(experiment=name, answer_like={"v2": "v1"})
@@ -270,14 +268,17 @@ def test_agreeing_shadow_continues_as_a_canary(
     assert step1["history"][-1]["to"] == "Progressing(step 1)", step1["history"]
 
 
+@pytest.mark.parametrize("disagree_rate", [0.4, 1.0], ids=["disagrees-on-40pct", "never-agrees"])
 def test_disagreeing_shadow_is_rolled_back(
-    rollout_env: Any, operator: OperatorProcess, kube_api: Any
+    disagree_rate: float, rollout_env: Any, operator: OperatorProcess, kube_api: Any
 ) -> None:
-    """v2 answers differently on 40% of the requests: agreement ~0.6 < 0.95 trips the guardrail."""
+    """v2 answers differently on 40% of the requests (agreement ~0.6), or on all of them (agreement 0:
+    the router exports agree="true" at 0 from the moment it mirrors, so it reads 0 rather than no data);
+    either trips the 0.95 guardrail."""
     name = "shadow-disagrees"
     env: RolloutEnv = rollout_env(experiment=name, answer_like={"v2": "v1"})
     assert env.router is not None
-    assert env.models["v2"].configure(disagree_rate=0.4)["disagreeRate"] == 0.4
+    assert env.models["v2"].configure(disagree_rate=disagree_rate)["disagreeRate"] == disagree_rate
     recorder = env.record_status(name)
     env.apply(
         [
@@ -311,15 +312,22 @@ def test_disagreeing_shadow_is_rolled_back(
     agreement = agreement_state(rolled_back)
     assert agreement["breached"] and agreement["breaches"] >= 2, agreement
     assert agreement["value"] < 0.95, agreement
+    if disagree_rate == 1.0:
+        assert agreement["value"] == 0.0, agreement
     assert "RolledBack" in event_reasons(kube_api, env.namespace, name)
 
     # The mirror is off since the rollback, so the router's counts are final.
     wait_for(lambda: "shadow=off" in env.router.readyz(), timeout=30, message="the router to stop mirroring")
     counts = shadow_comparisons(env.router, name)
     compared = counts.get("true", 0) + counts.get("false", 0)
-    # 40% of the bodies disagree: the observed share is within 4 standard deviations of 0.4.
     assert compared >= 30, counts
-    assert abs(counts.get("false", 0) / compared - 0.4) < 4 * math.sqrt(0.4 * 0.6 / compared), counts
     in_prometheus = comparisons_in_prometheus(env, name)
-    assert in_prometheus.get("false", 0) > 0 and in_prometheus.get("true", 0) > 0, in_prometheus
+    assert in_prometheus.get("false", 0) > 0, in_prometheus
+    if disagree_rate == 1.0:
+        assert counts.get("true", 0) == 0 and in_prometheus.get("true", 0) == 0, (counts, in_prometheus)
+    else:
+        # The observed share of disagreements is within 4 standard deviations of the rate.
+        spread = 4 * math.sqrt(disagree_rate * (1 - disagree_rate) / compared)
+        assert abs(counts.get("false", 0) / compared - disagree_rate) < spread, counts
+        assert in_prometheus.get("true", 0) > 0, in_prometheus
     assert_users_only_served_by_champion(traffic)

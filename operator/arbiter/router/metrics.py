@@ -143,10 +143,21 @@ class RouterMetrics:
     def show_routes(
         self, experiment: str, weights: dict[str, float], shadow: tuple[str, float] | None
     ) -> None:
-        """Publish the weights (and the shadow share) now in force, forgetting previous experiments'."""
+        """Publish the weights (and the shadow share) now in force, forgetting previous experiments'.
+
+        Also creates, at 0, the counter series a query divides by or compares across variants -- outcomes
+        success/failure for every variant, a 500 count per variant, agree true/false for the shadow -- so
+        "it never happened" reads 0 in Prometheus rather than no data: a challenger that never converts,
+        never fails or whose shadow never agrees must be judged, not waited for.
+        """
         self.variant_weight.clear()
         self.shadow_percent.clear()
         for name, weight in weights.items():
             self.variant_weight.labels(experiment, name).set(weight)
+            for result in ("success", "failure"):
+                self.outcomes.labels(experiment, name, result)
+            self.requests.labels(experiment, name, "500")
         if shadow is not None:
             self.shadow_percent.labels(experiment, shadow[0]).set(shadow[1])
+            for agree in ("true", "false"):
+                self.shadow_comparisons.labels(experiment, shadow[0], agree)

@@ -7,6 +7,7 @@ import json
 from collections import Counter
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 from router_testing import RunningRouter, eventually, free_port, routes_yaml
 
 from arbiter.router.assign import Assigner
@@ -461,3 +462,34 @@ async def test_readyz_describes_the_routes(model_server, start_router) -> None:
     async with router.client.get(router.metrics_url.replace("/metrics", "/readyz")) as response:
         assert response.status == 200
         assert "experiment=fraud" in await response.text()
+
+
+async def test_counters_a_query_divides_by_exist_at_zero_once_routes_load(model_server, start_router) -> None:
+    """Before any traffic: outcomes success/failure and a 500 count per variant, agree true/false for the
+    shadow. A variant that never converts (or a shadow that never agrees) then reads 0, not no data."""
+    v1, v2, v3 = await model_server("v1"), await model_server("v2"), await model_server("v3")
+    extra = "shadow: {variant: v3}\n"
+    router = await start_router(
+        routes_yaml("z", ("v1", v1.url, 90), ("v2", v2.url, 10), ("v3", v3.url, 0), extra=extra)
+    )
+    async with router.client.get(router.metrics_url) as response:
+        text = await response.text()
+    series = {
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+    def has(name: str, **labels: str) -> bool:
+        return (name, tuple(sorted({"experiment": "z", **labels}.items())), 0.0) in series
+
+    for variant in ("v1", "v2", "v3"):
+        for result in ("success", "failure"):
+            assert has("arbiter_router_outcomes_total", variant=variant, result=result), (variant, result)
+        assert has("arbiter_router_requests_total", variant=variant, code="500"), variant
+    for agree in ("true", "false"):
+        assert has("arbiter_router_shadow_comparisons_total", variant="v3", agree=agree), agree
+    assert not any(
+        name == "arbiter_router_shadow_comparisons_total" and dict(labels)["variant"] != "v3"
+        for name, labels, _ in series
+    ), "only the shadow variant is compared"
