@@ -356,8 +356,10 @@ def test_collect_metric_reads_proportions_and_means(prometheus: Prometheus, expo
         exporter.set("arbiter_router_outcome_value_count", labels, len(values))
         exporter.set("arbiter_router_outcome_value_sum", labels, sum(values))
         exporter.set("arbiter_router_outcome_value_sum_squares", labels, sum(v * v for v in values))
+    # An exporter that creates a counter series on its first increment: "dud" never converted.
+    exporter.set(OUTCOMES, {"experiment": experiment, "variant": "dud", "result": "failure"}, 40)
     promql = f'sum({OUTCOMES}_total{{experiment="{experiment}"}})'
-    wait_for(lambda: scalar_value(prometheus, promql) == 200, timeout=30, message=f"{promql} never 200")
+    wait_for(lambda: scalar_value(prometheus, promql) == 240, timeout=30, message=f"{promql} never 240")
     proportion = Metric.model_validate(
         {
             "name": "conversion",
@@ -379,11 +381,14 @@ def test_collect_metric_reads_proportions_and_means(prometheus: Prometheus, expo
     )
     context = QueryContext(experiment=experiment, namespace="default")
     with PrometheusProvider(prometheus.url, timeout=5) as provider:
-        proportions = collect_metric(provider, proportion, context, ["champion", "challenger", "ghost"])
+        proportions = collect_metric(
+            provider, proportion, context, ["champion", "challenger", "dud", "ghost"]
+        )
         means = collect_metric(provider, mean, context, ["champion", "challenger"])
     assert proportions["champion"].values == {"successes": 30, "trials": 100}
     assert proportions["challenger"].values == {"successes": 45, "trials": 100}
-    assert proportions["ghost"].outcome is Outcome.NO_DATA
+    assert proportions["dud"].values == {"successes": 0, "trials": 40}, "no success series: 0 successes"
+    assert proportions["ghost"].outcome is Outcome.NO_DATA, "no trials either: nothing is known"
     assert means["champion"].values == {"count": 3, "sum": 6, "sum_squares": 14}
     assert means["challenger"].values == {"count": 2, "sum": 6, "sum_squares": 20}
 

@@ -178,4 +178,26 @@ def collect_metric(
         }
         if variants and all(per_field[name][v].error_kind in _TRANSPORT_ERRORS for v in variants):
             dead = per_field[name][variants[0]]
+    if metric.type is MetricType.PROPORTION and "successes" in per_field and "trials" in per_field:
+        _zero_missing_successes(per_field["successes"], per_field["trials"])
     return {v: _sample(metric, v, {name: per_field[name][v] for name in per_field}) for v in variants}
+
+
+def _zero_missing_successes(successes: dict[str, Observation], trials: dict[str, Observation]) -> None:
+    """A variant with trials but no successes series has 0 successes -- when the query is proven to work.
+
+    Counters usually appear with their first increment, so a challenger that never converted has no
+    success series at all; read as "no data" it would never be judged (a 0% conversion rate would never
+    lose). The successes query is taken to work when it answered with a value for another variant; if it
+    answers for none, "no data" stays (a typo must not read as 0 everywhere).
+    """
+    if not any(o.outcome is Outcome.VALUE for o in successes.values()):
+        return
+    for variant, observation in successes.items():
+        counted = trials.get(variant)
+        if (
+            observation.outcome is Outcome.NO_DATA
+            and counted is not None
+            and counted.outcome is Outcome.VALUE
+        ):
+            successes[variant] = Observation.of(0.0, query=observation.query, path=observation.path)

@@ -116,6 +116,44 @@ def test_no_data_for_one_query_is_no_data_naming_the_field(fake_prometheus: Fake
     assert challenger.message.startswith("successes: ")
 
 
+def test_a_variant_with_trials_but_no_success_series_has_zero_successes(
+    fake_prometheus: FakePrometheus,
+) -> None:
+    """A counter appears with its first increment: a challenger that never converted has no series."""
+    fake_prometheus.answer_with(
+        {
+            SUCCESSES_BY_VARIANT: by_variant({"champion": 5}),
+            TRIALS_BY_VARIANT: by_variant({"champion": 50, "challenger": 40}),
+        }
+    )
+    samples = collect_metric(
+        PrometheusProvider(fake_prometheus.url, timeout=2), PROPORTION, CONTEXT, VARIANTS
+    )
+    assert samples["challenger"].outcome is Outcome.VALUE
+    assert samples["challenger"].values == {"successes": 0.0, "trials": 40}
+    assert (
+        samples["challenger"].observations["successes"].query
+        == samples["champion"].observations["successes"].query
+    )
+
+
+def test_a_success_query_that_matches_nothing_for_any_variant_stays_no_data(
+    fake_prometheus: FakePrometheus,
+) -> None:
+    """A typo in the successes query must not read as 0 conversions everywhere."""
+    fake_prometheus.answer_with(
+        {
+            SUCCESSES_BY_VARIANT: Reply(vector()),
+            TRIALS_BY_VARIANT: by_variant({"champion": 50, "challenger": 40}),
+        }
+    )
+    samples = collect_metric(
+        PrometheusProvider(fake_prometheus.url, timeout=2), PROPORTION, CONTEXT, VARIANTS
+    )
+    for sample in samples.values():
+        assert sample.outcome is Outcome.NO_DATA and sample.message.startswith("successes: ")
+
+
 def test_an_error_wins_over_no_data(fake_prometheus: FakePrometheus) -> None:
     fake_prometheus.answer_with(
         {
