@@ -28,6 +28,13 @@ def _build(like: SufficientStats, values: list[float]) -> SufficientStats:
     return MeanStats(n=values[0], sum=values[1], sum_squares=values[2])
 
 
+def _monotone(stats: SufficientStats) -> list[bool]:
+    """Which fields never go down between restarts (a sum of values may: values can be negative)."""
+    if isinstance(stats, ProportionStats):
+        return [True, True]
+    return [True, False, True]
+
+
 def _count(stats: SufficientStats) -> float:
     return float(stats.trials if isinstance(stats, ProportionStats) else stats.n)
 
@@ -61,7 +68,15 @@ def accumulate(
     # The count (trials or n) going down means the exporter restarted and began again from zero.
     if _count(_build(current, now)) < _count(_build(current, last)):
         carry = [c + lv for c, lv in zip(carry, last, strict=True)]
-    since = [max(0.0, c + v - b) for c, v, b in zip(carry, now, base, strict=True)]
+    elif any(v < lv for v, lv, monotone in zip(now, last, _monotone(current), strict=True) if monotone):
+        # A counter went down while the count did not: not a restart but a gap (e.g. the successes
+        # series missed a scrape and read as 0). Counters never do that, so this reading is not data:
+        # keep the last totals rather than count a drop that would look like a collapse.
+        now = last
+    since = [
+        max(0.0, c + v - b) if monotone else c + v - b
+        for c, v, b, monotone in zip(carry, now, base, _monotone(current), strict=True)
+    ]
     return _build(current, since), {"base": base, "carry": carry, "last": now}
 
 
