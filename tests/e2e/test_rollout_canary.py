@@ -23,12 +23,12 @@ from harness.experiment import (
     condition,
     conversion_metric,
     describe,
-    event_reasons,
     is_subsequence,
     latency_guardrail,
     primary_verdicts,
     status_of,
     steps_in_history,
+    wait_for_events,
     wait_for_phase,
     wait_for_status,
 )
@@ -128,7 +128,7 @@ def test_better_challenger_is_promoted_through_every_step(
     wait_for(lambda: all_recent_served_by(env, "v2"), timeout=30, message="users to be served by v2 only")
     replica_counts.stop()
     traffic.stop()
-    assert {"Advanced", "Promoted"} <= set(event_reasons(kube_api, env.namespace, "better"))
+    wait_for_events(kube_api, env.namespace, "better", "Advanced", "Promoted")
 
 
 @pytest.mark.parametrize(
@@ -171,7 +171,7 @@ def test_worse_challenger_is_rolled_back_by_the_primary_metric(
     if verdicts["v2"] == "Futile":
         assert "estimated worse than the champion" in decision["reason"], decision
     wait_for(lambda: all_recent_served_by(env, "v1"), timeout=30, message="users to be served by v1 only")
-    assert "RolledBack" in event_reasons(kube_api, env.namespace, "worse")
+    wait_for_events(kube_api, env.namespace, "worse", "RolledBack")
 
 
 def test_latency_breach_rolls_back_within_one_interval_and_one_scrape(

@@ -15,8 +15,8 @@ from harness.experiment import (
     UNDECIDED_TEST,
     condition,
     conversion_metric,
-    event_reasons,
     latency_guardrail,
+    wait_for_events,
     wait_for_status,
 )
 
@@ -120,7 +120,7 @@ def test_sample_ratio_mismatch_pauses(rollout_env: Any, operator: OperatorProces
     assert numbers["mismatch"] is True and numbers["pValue"] < 0.001, numbers
     assert numbers["observed"]["v2"] < numbers["observed"]["v1"], numbers
     assert paused["weights"] == {"v1": 50, "v2": 50}, "a pause holds the split where it is"
-    assert "PausedSampleRatioMismatch" in event_reasons(kube_api, env.namespace, "srm")
+    wait_for_events(kube_api, env.namespace, "srm", "PausedSampleRatioMismatch")
     dropped = traffic.snapshot().of("v2").feedback_dropped
     assert dropped > 0
     assert not {o.phase for o in recorder.stop()} & TERMINAL
@@ -196,4 +196,4 @@ def test_prometheus_outage_pauses_and_resumes(
     seen = recorder.stop()
     assert not {o.phase for o in seen} & TERMINAL, [o.phase for o in seen]
     assert all(o.weights == before["weights"] for o in seen if o.weights), "traffic never moved while blind"
-    assert {"PausedMetricsUnavailable", "Resumed"} <= set(event_reasons(kube_api, env.namespace, "blind"))
+    wait_for_events(kube_api, env.namespace, "blind", "PausedMetricsUnavailable", "Resumed")

@@ -25,8 +25,8 @@ from harness.experiment import (
     StatusRecorder,
     agreement_guardrail,
     condition,
-    event_reasons,
     steps_in_history,
+    wait_for_events,
     wait_for_status,
 )
 from harness.processes import ModelServerProcess, RouterProcess, http_json
@@ -187,7 +187,7 @@ def test_agreeing_shadow_is_judged_safe_to_canary(
     # ...for at least minDuration (the status clock has a 1 s resolution).
     judged = (parse_time(decision["time"]) - parse_time(concluded["startedAt"])).total_seconds()
     assert judged >= 5 - 1, (concluded["startedAt"], decision)
-    assert "Concluded" in event_reasons(kube_api, env.namespace, name)
+    wait_for_events(kube_api, env.namespace, name, "Concluded")
 
     # The router really mirrored, every comparison agreed, and the operator's Prometheus saw them.
     counts = shadow_comparisons(env.router, name)
@@ -238,7 +238,7 @@ def test_agreeing_shadow_continues_as_a_canary(
     assert canary["currentStep"] == 0
     passed = next(h for h in canary["history"] if "continuing as a canary" in h["reason"])
     assert passed["to"] == "Progressing(step 0)", canary["history"]
-    assert "ShadowPassed" in event_reasons(kube_api, env.namespace, name)
+    wait_for_events(kube_api, env.namespace, name, "ShadowPassed")
     assert agreement_state(canary)["value"] == 1.0
 
     # The data plane: first the mirror at 100/0, then the canary split without a mirror, never both.
@@ -314,7 +314,7 @@ def test_disagreeing_shadow_is_rolled_back(
     assert agreement["value"] < 0.95, agreement
     if disagree_rate == 1.0:
         assert agreement["value"] == 0.0, agreement
-    assert "RolledBack" in event_reasons(kube_api, env.namespace, name)
+    wait_for_events(kube_api, env.namespace, name, "RolledBack")
 
     # The mirror is off since the rollback, so the router's counts are final.
     wait_for(lambda: "shadow=off" in env.router.readyz(), timeout=30, message="the router to stop mirroring")

@@ -241,6 +241,26 @@ def event_reasons(kube_api: Any, namespace: str, name: str) -> list[str]:
     return [str(e.reason) for e in items]
 
 
+def wait_for_events(
+    kube_api: Any, namespace: str, name: str, *reasons: str, timeout: float = 30
+) -> list[str]:
+    """Wait until Events with all ``reasons`` exist for the experiment; return every reason seen.
+
+    The operator posts Events in the background after it writes the status, so a status that shows a
+    transition can be read before its Event is listed.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = event_reasons(kube_api, namespace, name)
+        if set(reasons) <= set(seen):
+            return seen
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"no Event {sorted(set(reasons) - set(seen))} within {timeout}s; seen: {seen}"
+            )
+        time.sleep(0.2)
+
+
 _STEP = re.compile(r"step[\s/#=:-]*(\d+)", re.IGNORECASE)
 
 
