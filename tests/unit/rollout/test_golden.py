@@ -1,0 +1,110 @@
+"""Status written by the engine before its redesign resumes exactly (an upgrade mid-experiment).
+
+``golden/ticks.json.gz`` holds 1,100 ticks recorded from the engine at commit 3d25e9a (every tick of
+``test_engine.py`` plus seeded random canary, A/B/n and shadow runs with guardrails, secondary metrics,
+exporter restarts, query errors, resume and retry; see ``golden/capture.py``). Each tick is replayed from its
+recorded input status: the current engine must write the same status, post the same events, route the same
+traffic and report the same outcome.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from arbiter.api import ModelExperimentSpec, parse_spec
+from arbiter.rollout.engine import Controls, step
+from arbiter.rollout.observations import MetricData, Observations, Reading
+from arbiter.stats import MeanStats, ProportionStats
+
+GOLDEN = Path(__file__).parent / "golden" / "ticks.json.gz"
+
+
+@cache
+def recorded() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(gzip.decompress(GOLDEN.read_bytes()))
+    return data
+
+
+@cache
+def spec_of(index: int) -> ModelExperimentSpec:
+    return parse_spec(recorded()["specs"][index])
+
+
+def _stats(raw: dict[str, Any]) -> ProportionStats | MeanStats:
+    if raw["kind"] == "proportion":
+        return ProportionStats(successes=raw["successes"], trials=raw["trials"])
+    return MeanStats(n=raw["n"], sum=raw["sum"], sum_squares=raw["sum_squares"])
+
+
+def _metric(raw: dict[str, Any] | None) -> MetricData | None:
+    if raw is None:
+        return None
+    return MetricData(
+        stats={v: _stats(s) for v, s in raw["stats"].items()}, missing=raw["missing"], errors=raw["errors"]
+    )
+
+
+def _readings(raw: dict[str, Any]) -> dict[str, Reading]:
+    return {v: Reading(value=r["value"], error=r["error"]) for v, r in raw.items()}
+
+
+def decode_observations(raw: dict[str, Any]) -> Observations:
+    """The inverse of ``capture.encode_observations``."""
+    return Observations(
+        guardrails={g: _readings(rs) for g, rs in raw["guardrails"].items()},
+        guardrail_rates={g: m for g, m in ((g, _metric(r)) for g, r in raw["guardrail_rates"].items()) if m},
+        primary=_metric(raw["primary"]),
+        secondary={g: m for g, m in ((g, _metric(r)) for g, r in raw["secondary"].items()) if m},
+        samples=_readings(raw["samples"]),
+    )
+
+
+def replay(tick: dict[str, Any]) -> dict[str, Any]:
+    """Run one recorded tick on the current engine, in the recorded shape."""
+    plan = step(
+        spec_of(tick["spec"]),
+        tick["status"],
+        decode_observations(tick["observations"]),
+        dt.datetime.fromisoformat(tick["now"]),
+        Controls(tick["controls"] or {}),
+        tick["generation"],
+    )
+    routing = plan.routing
+    return {
+        "status": json.loads(json.dumps(plan.status)),
+        "events": [{"type": e.type, "reason": e.reason, "message": e.message} for e in plan.events],
+        "routing": None
+        if routing is None
+        else {
+            "weights": routing.weights,
+            "mirror": list(routing.mirror) if routing.mirror else None,
+            "final": routing.final,
+            "winner": routing.winner,
+        },
+        "outcome": str(plan.outcome),
+    }
+
+
+def test_the_recording_covers_every_outcome_and_mode() -> None:
+    ticks = recorded()["ticks"]
+    outcomes = {t["expected"]["outcome"] for t in ticks}
+    assert outcomes >= {"Wait", "Hold", "Advance", "Promote", "Rollback", "Pause", "Resume", "Conclude"}
+    modes = {recorded()["specs"][t["spec"]]["mode"] for t in ticks}
+    assert modes == {"Canary", "ABTest", "Shadow"}
+    assert len(ticks) > 1000
+
+
+@pytest.mark.parametrize("chunk", range(10))
+def test_every_recorded_tick_is_decided_the_same(chunk: int) -> None:
+    ticks = recorded()["ticks"]
+    for index in range(chunk, len(ticks), 10):
+        tick = ticks[index]
+        spec = recorded()["specs"][tick["spec"]]
+        assert replay(tick) == tick["expected"], f"tick {index} ({spec['mode']}) decided differently"
