@@ -30,14 +30,16 @@ from arbiter.api import (
     parse_spec,
 )
 from arbiter.api.conditions import set_condition
+from arbiter.api.timestamps import now_rfc3339
 from arbiter.handlers import telemetry
 from arbiter.handlers.observe import read_observations
 from arbiter.k8s import experiments as k8s_experiments
 from arbiter.metrics import provider_for as metrics_provider_for
-from arbiter.rollout.engine import Controls, Plan, RoutingAction
+from arbiter.rollout.controls import Controls
 from arbiter.rollout.engine import step as engine_step
 from arbiter.rollout.lifecycle import Event, admit
 from arbiter.rollout.observations import Observations
+from arbiter.rollout.plan import Plan, RoutingAction
 from arbiter.routing import Mirror, RoutingError, TargetNotFoundError, Verification
 from arbiter.routing import provider_for as routing_provider_for
 
@@ -176,7 +178,7 @@ async def tick(namespace: str, name: str, ref: kopf.Body, logger: kopf.Logger) -
         spec=spec,
         spec_error=spec_error,
         workload_problems=problems,
-        now=_now(),
+        now=now_rfc3339(),
     )
     phase = admitted.status.get("phase")
     if spec is None or phase in (None, Phase.PENDING.value, Phase.FAILED.value):
@@ -199,7 +201,7 @@ async def tick(namespace: str, name: str, ref: kopf.Body, logger: kopf.Logger) -
             "False",
             "RoutingFailed",
             f"{spec.routing.provider.value}: {exc}",
-            _now(),
+            now_rfc3339(),
             generation,
         )
         await _write(body, ref, before, status, [Event("Warning", "RoutingFailed", str(exc))], logger)
@@ -299,7 +301,3 @@ def _wakeup(memo: kopf.Memo) -> asyncio.Event:
         memo["wakeup"] = asyncio.Event()
     event: asyncio.Event = memo["wakeup"]
     return event
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

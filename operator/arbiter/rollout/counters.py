@@ -8,12 +8,11 @@ being lost or counted twice. The tracker is a small JSON object kept in the CR s
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
-from arbiter.rollout.observations import SufficientStats
+from arbiter.rollout.observations import MetricData, Observations, SufficientStats
+from arbiter.rollout.state import SAMPLES_KEY, CounterTracker, CounterTrackers
 from arbiter.stats import MeanStats, ProportionStats
-
-Tracker = dict[str, Any]
 
 
 def _fields(stats: SufficientStats) -> list[float]:
@@ -40,13 +39,13 @@ def _count(stats: SufficientStats) -> float:
 
 
 def accumulate(
-    tracker: Tracker | None, current: SufficientStats, *, born_after_start: bool = False
-) -> tuple[SufficientStats, Tracker]:
+    tracker: CounterTracker | None, current: SufficientStats, *, born_after_start: bool = False
+) -> tuple[SufficientStats, CounterTracker]:
     """Add one reading of a cumulative counter to its tracker.
 
     Args:
-        tracker: the stored tracker (``base``: totals when tracking began; ``carry``: totals counted
-            before restarts; ``last``: the previous reading), or None on the first reading.
+        tracker: the stored tracker (totals when tracking began, totals counted before restarts, the
+            previous reading), or None on the first reading.
         current: the counter totals read now.
         born_after_start: on a first reading, the series did not exist when the experiment started
             (e.g. a challenger's counters appear with its first request), so everything in it counts.
@@ -55,14 +54,14 @@ def accumulate(
         The totals since tracking began, and the new tracker.
     """
     now = _fields(current)
-    zeros = [0.0] * len(now)
+    zeros = (0.0,) * len(now)
     if tracker is None:
         if born_after_start:
-            return _build(current, now), {"base": zeros, "carry": zeros, "last": now}
-        return _build(current, zeros), {"base": now, "carry": zeros, "last": now}
-    base = [float(x) for x in tracker["base"]]
-    carry = [float(x) for x in tracker["carry"]]
-    last = [float(x) for x in tracker["last"]]
+            return _build(current, now), CounterTracker(zeros, zeros, tuple(now))
+        return _build(current, list(zeros)), CounterTracker(tuple(now), zeros, tuple(now))
+    base = list(tracker.base)
+    carry = list(tracker.carry)
+    last = list(tracker.last)
     if len(base) != len(now):  # the metric changed type: start over
         return accumulate(None, current)
     # The count (trials or n) going down means the exporter restarted and began again from zero.
@@ -77,15 +76,86 @@ def accumulate(
         max(0.0, c + v - b) if monotone else c + v - b
         for c, v, b, monotone in zip(carry, now, base, _monotone(current), strict=True)
     ]
-    return _build(current, since), {"base": base, "carry": carry, "last": now}
+    return _build(current, since), CounterTracker(tuple(base), tuple(carry), tuple(now))
 
 
 def accumulate_count(
-    tracker: Tracker | None, current: float, *, born_after_start: bool = False
-) -> tuple[float, Tracker]:
+    tracker: CounterTracker | None, current: float, *, born_after_start: bool = False
+) -> tuple[float, CounterTracker]:
     """:func:`accumulate` for a plain count (e.g. samples)."""
     total, new = accumulate(
         tracker, ProportionStats(successes=0.0, trials=current), born_after_start=born_after_start
     )
     assert isinstance(total, ProportionStats)
     return float(total.trials), new
+
+
+#: Per source (``primary``, ``secondary/<name>``, ``guardrail/<name>``) and variant: counted since the start.
+CounterData = dict[str, dict[str, SufficientStats]]
+
+
+@dataclass(frozen=True)
+class CounterReport:
+    """This tick's counters since the experiment (re)started, the sample counts, and the new trackers."""
+
+    data: CounterData
+    samples: dict[str, float]
+    trackers: CounterTrackers
+
+
+def read_counters(observations: Observations, trackers: CounterTrackers | None) -> CounterReport:
+    """Cumulative counters since the experiment (re)started, per metric and variant.
+
+    The first tick's readings are the baselines. A variant whose series only appears later (a
+    challenger's counters are born with its first request) has nothing before the experiment, so
+    its first reading counts in full.
+    """
+    new: dict[str, dict[str, CounterTracker]] = {k: dict(v) for k, v in (trackers or {}).items()}
+    if not new and observations.errors():
+        # Baselines are taken on a tick where every query answered: a series missing because the
+        # query failed must not later look like one born after the start.
+        return CounterReport({}, {}, new)
+    sources: dict[str, MetricData] = {}
+    if observations.primary is not None:
+        sources["primary"] = observations.primary
+    for name, data in observations.secondary.items():
+        sources[f"secondary/{name}"] = data
+    for name, data in observations.guardrail_rates.items():
+        sources[f"guardrail/{name}"] = data
+    result: CounterData = {}
+    for key, data in sources.items():
+        started = key in new
+        metric_trackers = new.setdefault(key, {})
+        per_variant: dict[str, SufficientStats] = {}
+        for variant, current in data.stats.items():
+            per_variant[variant], metric_trackers[variant] = accumulate(
+                metric_trackers.get(variant), current, born_after_start=started
+            )
+        result[key] = per_variant
+    samples: dict[str, float] = {}
+    started = SAMPLES_KEY in new
+    sample_trackers = new.setdefault(SAMPLES_KEY, {})
+    for variant, reading in sample_readings(observations).items():
+        if reading is not None:
+            samples[variant], sample_trackers[variant] = accumulate_count(
+                sample_trackers.get(variant), reading, born_after_start=started
+            )
+    return CounterReport(result, samples, new)
+
+
+def sample_readings(observations: Observations) -> dict[str, float | None]:
+    """Per-variant cumulative sample counts: the sampleCount query, else the primary's trials/count."""
+    if observations.samples:
+        return {v: r.value if r.has_value else None for v, r in observations.samples.items()}
+    if observations.primary is not None:
+        return {
+            v: float(s.trials if isinstance(s, ProportionStats) else s.n)
+            for v, s in observations.primary.stats.items()
+        }
+    return {}
+
+
+def step_samples(samples: dict[str, float], baseline: dict[str, float] | None) -> dict[str, float]:
+    """Samples counted in the current step: since the step's baseline."""
+    base = baseline or {}
+    return {v: max(0.0, n - float(base.get(v, 0.0))) for v, n in samples.items()}

@@ -13,6 +13,7 @@ from arbiter.stats._types import (
     Spending,
     Verdict,
     alternative_for,
+    format_number,
     json_value,
 )
 from arbiter.stats.decision import (
@@ -95,6 +96,7 @@ __all__ = [
     "crossing_probabilities",
     "decide",
     "expected_days",
+    "format_number",
     "group_sequential_boundaries",
     "guardrail_harm_test",
     "holm",

@@ -118,3 +118,10 @@ def finite_or_nan(value: float) -> float:
     """``value`` as a float, NaN if it is not finite."""
     number = float(value)
     return number if math.isfinite(number) else math.nan
+
+
+def format_number(value: float | None, spec: str = ".4g", missing: str = "n/a") -> str:
+    """A number for a human message: ``spec`` formatting, ``missing`` for None, NaN and infinities."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return missing
+    return format(value, spec)
