@@ -22,11 +22,11 @@ from localcluster import Prometheus
 from arbiter.api.v1alpha1 import Metric
 from arbiter.metrics import (
     ErrorKind,
-    Observation,
-    Outcome,
     PrometheusProvider,
     QueryContext,
     QueryPath,
+    QueryResult,
+    ResultKind,
     collect_metric,
 )
 from helpers import wait_for
@@ -206,7 +206,7 @@ def wait_until_scraped(prometheus: Prometheus, experiment: str, total: float) ->
     )
 
 
-def values(observations: dict[str, Observation]) -> dict[str, float | None]:
+def values(observations: dict[str, QueryResult]) -> dict[str, float | None]:
     return {variant: o.value for variant, o in observations.items()}
 
 
@@ -260,7 +260,7 @@ def test_values_per_variant_match_what_the_exporter_serves(
         "ghost": None,
     }
     assert {o.path for o in observations.values()} == {QueryPath.BY_VARIANT}
-    assert observations["ghost"].outcome is Outcome.NO_DATA
+    assert observations["ghost"].outcome is ResultKind.NO_DATA
     assert "'ghost'" in observations["ghost"].message
 
 
@@ -284,8 +284,8 @@ def test_one_query_by_variant_equals_one_query_per_variant(
         if one.is_value:
             assert one.value == pytest.approx(other.value, rel=1e-12, abs=1e-12), variant
     # Not a vacuous comparison: the champion has a real answer (or, for `by (code)`, a real error).
-    assert by_variant["champion"].outcome is not Outcome.NO_DATA
-    assert by_variant["ghost"].outcome is Outcome.NO_DATA
+    assert by_variant["champion"].outcome is not ResultKind.NO_DATA
+    assert by_variant["ghost"].outcome is ResultKind.NO_DATA
 
 
 def test_rates_and_quantiles_tell_the_variants_apart(
@@ -299,10 +299,10 @@ def test_rates_and_quantiles_tell_the_variants_apart(
     assert error_rate["challenger"].value == pytest.approx(5 / 45, rel=1e-9)
     assert error_rate["champion"].value == pytest.approx(1 / 61, rel=1e-9)
     # idle served nothing in the window: 0/0 is NaN, which is "no data", not a zero error rate.
-    assert error_rate["idle"].outcome is Outcome.NO_DATA
+    assert error_rate["idle"].outcome is ResultKind.NO_DATA
     assert 0.025 < p95["champion"].value <= 0.05  # type: ignore[operator]
     assert 0.1 < p95["challenger"].value <= 0.25  # type: ignore[operator]
-    assert p95["idle"].outcome is Outcome.NO_DATA
+    assert p95["idle"].outcome is ResultKind.NO_DATA
 
 
 def test_label_values_are_escaped_so_they_match_themselves_only(
@@ -337,7 +337,7 @@ def test_invalid_promql_is_an_error_with_prometheus_reason(prometheus: Prometheu
             f'sum(rate({REQUESTS}_total{{variant="{{{{variant}}}}"}}[1m]) or on(', context, ["a", "b"]
         )
     for observation in observations.values():
-        assert observation.outcome is Outcome.ERROR
+        assert observation.outcome is ResultKind.ERROR
         assert observation.error_kind is ErrorKind.BAD_QUERY
         assert "bad_data" in observation.message
         assert "parse error" in observation.message
@@ -388,7 +388,7 @@ def test_collect_metric_reads_proportions_and_means(prometheus: Prometheus, expo
     assert proportions["champion"].values == {"successes": 30, "trials": 100}
     assert proportions["challenger"].values == {"successes": 45, "trials": 100}
     assert proportions["dud"].values == {"successes": 0, "trials": 40}, "no success series: 0 successes"
-    assert proportions["ghost"].outcome is Outcome.NO_DATA, "no trials either: nothing is known"
+    assert proportions["ghost"].outcome is ResultKind.NO_DATA, "no trials either: nothing is known"
     assert means["champion"].values == {"count": 3, "sum": 6, "sum_squares": 14}
     assert means["challenger"].values == {"count": 2, "sum": 6, "sum_squares": 20}
 
@@ -405,7 +405,7 @@ def test_a_stopped_prometheus_is_an_error_not_no_data_and_recovery_follows_a_res
             assert not provider.is_online()
             observations = provider.query_per_variant(TOTAL, context, VARIANTS)
             for observation in observations.values():
-                assert observation.outcome is Outcome.ERROR
+                assert observation.outcome is ResultKind.ERROR
                 assert observation.error_kind is ErrorKind.UNREACHABLE
                 assert prometheus.url in observation.message
             samples = provider.query_per_variant(

@@ -7,7 +7,14 @@ from collections.abc import Mapping
 
 from arbiter.api import Metric, ModelExperimentSpec
 from arbiter.api.v1alpha1 import Guardrail
-from arbiter.metrics import MetricSample, MetricsProvider, Observation, Outcome, QueryContext, collect_metric
+from arbiter.metrics import (
+    MetricSample,
+    MetricsProvider,
+    QueryContext,
+    QueryResult,
+    ResultKind,
+    collect_metric,
+)
 from arbiter.rollout.observations import MetricData, Observations, Reading, SufficientStats
 from arbiter.stats import MeanStats, ProportionStats
 
@@ -50,7 +57,7 @@ def read_observations(
     )
 
 
-def _reading(observation: Observation | None) -> Reading:
+def _reading(observation: QueryResult | None) -> Reading:
     if observation is None:
         return Reading()
     if observation.is_error:
@@ -82,14 +89,14 @@ def _metric_data(samples: Mapping[str, MetricSample]) -> MetricData:
     errors: dict[str, str] = {}
     for variant, sample in samples.items():
         values = sample.values
-        if sample.outcome is Outcome.VALUE and values is not None:
+        if sample.outcome is ResultKind.VALUE and values is not None:
             if "trials" in values:
                 stats[variant] = ProportionStats(successes=values["successes"], trials=values["trials"])
             else:
                 stats[variant] = MeanStats(
                     n=values["count"], sum=values["sum"], sum_squares=values["sum_squares"]
                 )
-        elif sample.outcome is Outcome.ERROR:
+        elif sample.outcome is ResultKind.ERROR:
             errors[variant] = sample.message
         else:
             missing[variant] = sample.message or "no data"

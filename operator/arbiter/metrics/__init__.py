@@ -4,7 +4,7 @@ Public surface::
 
     provider = provider_for(spec.analysis)           # or create_provider("prometheus", url=..., timeout=...)
     context = QueryContext(experiment=name, namespace=namespace)
-    provider.query_per_variant(guardrail.query, context, ["champion", "challenger"])  # -> {variant: Observation}
+    provider.query_per_variant(guardrail.query, context, ["champion", "challenger"])  # -> {variant: QueryResult}
     collect_metric(provider, spec.analysis.primary, context, variants)               # -> {variant: MetricSample}
 
 Calls are blocking (requests); from async handlers run them with ``asyncio.to_thread``.
@@ -14,10 +14,10 @@ See docs/metrics.md.
 from arbiter.metrics.base import (
     ErrorKind,
     MetricsProvider,
-    Observation,
-    Outcome,
     QueryContext,
     QueryPath,
+    QueryResult,
+    ResultKind,
 )
 from arbiter.metrics.collect import (
     MEAN_FIELDS,
@@ -34,7 +34,7 @@ from arbiter.metrics.registry import (
     provider_names,
     register_provider,
 )
-from arbiter.metrics.template import QueryPlan, TemplateError, plan_queries, render
+from arbiter.metrics.template import QueryStrategy, TemplateError, plan_queries, render
 
 __all__ = [
     "MEAN_FIELDS",
@@ -42,12 +42,12 @@ __all__ = [
     "ErrorKind",
     "MetricSample",
     "MetricsProvider",
-    "Observation",
-    "Outcome",
     "PrometheusProvider",
     "QueryContext",
     "QueryPath",
-    "QueryPlan",
+    "QueryResult",
+    "QueryStrategy",
+    "ResultKind",
     "TemplateError",
     "UnknownProviderError",
     "collect_metric",

@@ -21,17 +21,17 @@ from typing import Any, Protocol, runtime_checkable
 __all__ = [
     "ErrorKind",
     "MetricsProvider",
-    "Observation",
-    "Outcome",
     "QueryContext",
     "QueryPath",
+    "QueryResult",
+    "ResultKind",
     "short_query",
 ]
 
 _MAX_QUERY_IN_MESSAGE = 200
 
 
-class Outcome(StrEnum):
+class ResultKind(StrEnum):
     """What a query for one variant produced."""
 
     VALUE = "Value"
@@ -85,7 +85,7 @@ def _json_number(value: float) -> float | str:
 
 
 @dataclass(frozen=True)
-class Observation:
+class QueryResult:
     """The outcome of one query for one variant.
 
     Build it with :meth:`of`, :meth:`no_data` or :meth:`error`, which keep the fields consistent.
@@ -99,7 +99,7 @@ class Observation:
         path: how the value was obtained.
     """
 
-    outcome: Outcome
+    outcome: ResultKind
     value: float | None = None
     message: str = ""
     error_kind: ErrorKind | None = None
@@ -107,21 +107,21 @@ class Observation:
     path: QueryPath = QueryPath.PER_VARIANT
 
     def __post_init__(self) -> None:
-        if self.outcome is Outcome.VALUE:
+        if self.outcome is ResultKind.VALUE:
             if self.value is None or math.isnan(self.value):
-                raise ValueError("a VALUE observation needs a number (NaN is NO_DATA)")
+                raise ValueError("a VALUE result needs a number (NaN is NO_DATA)")
         elif self.value is not None:
-            raise ValueError(f"a {self.outcome.value} observation carries no value")
-        if (self.outcome is Outcome.ERROR) != (self.error_kind is not None):
-            raise ValueError("error_kind is set exactly for ERROR observations")
+            raise ValueError(f"a {self.outcome.value} result carries no value")
+        if (self.outcome is ResultKind.ERROR) != (self.error_kind is not None):
+            raise ValueError("error_kind is set exactly for ERROR results")
 
     @classmethod
-    def of(cls, value: float, *, query: str = "", path: QueryPath = QueryPath.PER_VARIANT) -> Observation:
+    def of(cls, value: float, *, query: str = "", path: QueryPath = QueryPath.PER_VARIANT) -> QueryResult:
         """A value; NaN becomes NO_DATA (Prometheus' answer to ``0/0``, e.g. a rate with no traffic)."""
         value = float(value)
         if math.isnan(value):
             return cls.no_data(query=query, path=path, reason="the query returned NaN")
-        return cls(Outcome.VALUE, value=value, query=query, path=path)
+        return cls(ResultKind.VALUE, value=value, query=query, path=path)
 
     @classmethod
     def no_data(
@@ -130,10 +130,10 @@ class Observation:
         query: str = "",
         path: QueryPath = QueryPath.PER_VARIANT,
         reason: str = "the query returned no series",
-    ) -> Observation:
+    ) -> QueryResult:
         """The query ran and returned nothing."""
         message = f"{reason}: {short_query(query)}" if query else reason
-        return cls(Outcome.NO_DATA, message=message, query=query, path=path)
+        return cls(ResultKind.NO_DATA, message=message, query=query, path=path)
 
     @classmethod
     def error(
@@ -143,25 +143,25 @@ class Observation:
         *,
         query: str = "",
         path: QueryPath = QueryPath.PER_VARIANT,
-    ) -> Observation:
+    ) -> QueryResult:
         """The query could not be answered; the message names the query."""
         message = f"{reason}; query: {short_query(query)}" if query else reason
-        return cls(Outcome.ERROR, message=message, error_kind=kind, query=query, path=path)
+        return cls(ResultKind.ERROR, message=message, error_kind=kind, query=query, path=path)
 
     @property
     def is_value(self) -> bool:
         """True when the query returned a number."""
-        return self.outcome is Outcome.VALUE
+        return self.outcome is ResultKind.VALUE
 
     @property
     def is_no_data(self) -> bool:
         """True when the query ran and returned nothing."""
-        return self.outcome is Outcome.NO_DATA
+        return self.outcome is ResultKind.NO_DATA
 
     @property
     def is_error(self) -> bool:
         """True when the query could not be answered."""
-        return self.outcome is Outcome.ERROR
+        return self.outcome is ResultKind.ERROR
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping (NaN/Inf spelled as strings), without empty fields."""
@@ -197,13 +197,13 @@ class QueryContext:
 class MetricsProvider(Protocol):
     """A source of per-variant metric values (Prometheus today).
 
-    Implementations never raise for a failed query: the failure is an ERROR observation, so one broken
+    Implementations never raise for a failed query: the failure is an ERROR result, so one broken
     query cannot hide the answers of the others. They bound every call by their configured timeout.
     """
 
     def query_per_variant(
         self, template: str, context: QueryContext, variants: Sequence[str]
-    ) -> dict[str, Observation]:
+    ) -> dict[str, QueryResult]:
         """Run a query template for each variant.
 
         Args:
@@ -212,7 +212,7 @@ class MetricsProvider(Protocol):
             variants: variant names; the result has exactly these keys.
 
         Returns:
-            One observation per variant.
+            One result per variant.
         """
         ...
 

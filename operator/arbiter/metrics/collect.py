@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from arbiter.api.v1alpha1 import Metric, MetricType
-from arbiter.metrics.base import ErrorKind, MetricsProvider, Observation, Outcome, QueryContext
+from arbiter.metrics.base import ErrorKind, MetricsProvider, QueryContext, QueryResult, ResultKind
 
 __all__ = ["MEAN_FIELDS", "PROPORTION_FIELDS", "MetricSample", "collect_metric", "metric_queries"]
 
@@ -37,15 +37,15 @@ class MetricSample:
         variant: the variant.
         outcome: VALUE; ERROR if any query errored or the values contradict each other; else NO_DATA.
         observations: field name (``successes``, ``trials``; ``count``, ``sum``, ``sum_squares``) ->
-            the observation behind it.
+            the query result behind it.
         message: why the outcome is not VALUE.
     """
 
     metric: str
     type: MetricType
     variant: str
-    outcome: Outcome
-    observations: Mapping[str, Observation] = field(default_factory=dict)
+    outcome: ResultKind
+    observations: Mapping[str, QueryResult] = field(default_factory=dict)
     message: str = ""
     successes: float | None = None
     trials: float | None = None
@@ -56,7 +56,7 @@ class MetricSample:
     @property
     def values(self) -> dict[str, float] | None:
         """Field name -> number when the outcome is VALUE, else None."""
-        if self.outcome is not Outcome.VALUE:
+        if self.outcome is not ResultKind.VALUE:
             return None
         names = PROPORTION_FIELDS if self.type is MetricType.PROPORTION else MEAN_FIELDS
         return {name: float(getattr(self, name)) for name in names}
@@ -120,9 +120,9 @@ def _inconsistency(metric_type: MetricType, values: Mapping[str, float]) -> str 
     return None
 
 
-def _sample(metric: Metric, variant: str, observations: dict[str, Observation]) -> MetricSample:
-    base = MetricSample(metric.name, metric.type, variant, Outcome.VALUE, observations)
-    for outcome in (Outcome.ERROR, Outcome.NO_DATA):
+def _sample(metric: Metric, variant: str, observations: dict[str, QueryResult]) -> MetricSample:
+    base = MetricSample(metric.name, metric.type, variant, ResultKind.VALUE, observations)
+    for outcome in (ResultKind.ERROR, ResultKind.NO_DATA):
         failed = [(name, o) for name, o in observations.items() if o.outcome is outcome]
         if failed:
             name, first = failed[0]
@@ -130,7 +130,9 @@ def _sample(metric: Metric, variant: str, observations: dict[str, Observation]) 
     values = {name: o.value for name, o in observations.items() if o.value is not None}
     problem = _inconsistency(metric.type, values)
     if problem is not None:
-        return replace(base, outcome=Outcome.ERROR, message=f"inconsistent values for {variant!r}: {problem}")
+        return replace(
+            base, outcome=ResultKind.ERROR, message=f"inconsistent values for {variant!r}: {problem}"
+        )
     return replace(
         base,
         successes=values.get("successes"),
@@ -162,18 +164,18 @@ def collect_metric(
     if context.time is None:
         context = replace(context, time=time.time())
     variants = list(dict.fromkeys(variants))
-    per_field: dict[str, dict[str, Observation]] = {}
-    dead: Observation | None = None
+    per_field: dict[str, dict[str, QueryResult]] = {}
+    dead: QueryResult | None = None
     for name, template in metric_queries(metric).items():
         if dead is not None:
             assert dead.error_kind is not None
-            skipped = Observation.error(dead.error_kind, f"not sent: {dead.message}", query=template)
+            skipped = QueryResult.error(dead.error_kind, f"not sent: {dead.message}", query=template)
             per_field[name] = dict.fromkeys(variants, skipped)
             continue
         answers = provider.query_per_variant(template, context, variants)
         per_field[name] = {
             v: answers.get(v)
-            or Observation.error(ErrorKind.BAD_RESPONSE, f"no answer for {v!r}", query=template)
+            or QueryResult.error(ErrorKind.BAD_RESPONSE, f"no answer for {v!r}", query=template)
             for v in variants
         }
         if variants and all(per_field[name][v].error_kind in _TRANSPORT_ERRORS for v in variants):
@@ -183,7 +185,7 @@ def collect_metric(
     return {v: _sample(metric, v, {name: per_field[name][v] for name in per_field}) for v in variants}
 
 
-def _zero_missing_successes(successes: dict[str, Observation], trials: dict[str, Observation]) -> None:
+def _zero_missing_successes(successes: dict[str, QueryResult], trials: dict[str, QueryResult]) -> None:
     """A variant with trials but no successes series has 0 successes -- when the query is proven to work.
 
     Counters usually appear with their first increment, so a challenger that never converted has no
@@ -191,13 +193,13 @@ def _zero_missing_successes(successes: dict[str, Observation], trials: dict[str,
     lose). The successes query is taken to work when it answered with a value for another variant; if it
     answers for none, "no data" stays (a typo must not read as 0 everywhere).
     """
-    if not any(o.outcome is Outcome.VALUE for o in successes.values()):
+    if not any(o.outcome is ResultKind.VALUE for o in successes.values()):
         return
     for variant, observation in successes.items():
         counted = trials.get(variant)
         if (
-            observation.outcome is Outcome.NO_DATA
+            observation.outcome is ResultKind.NO_DATA
             and counted is not None
-            and counted.outcome is Outcome.VALUE
+            and counted.outcome is ResultKind.VALUE
         ):
-            successes[variant] = Observation.of(0.0, query=observation.query, path=observation.path)
+            successes[variant] = QueryResult.of(0.0, query=observation.query, path=observation.path)

@@ -22,8 +22,8 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util.retry import Retry
 
-from arbiter.metrics.base import ErrorKind, Observation, QueryContext, QueryPath
-from arbiter.metrics.template import VARIANT_LABEL, QueryPlan, plan_queries
+from arbiter.metrics.base import ErrorKind, QueryContext, QueryPath, QueryResult
+from arbiter.metrics.template import VARIANT_LABEL, QueryStrategy, plan_queries
 
 __all__ = ["PrometheusProvider"]
 
@@ -189,7 +189,7 @@ class PrometheusProvider:
 
     # -- public API ---------------------------------------------------------------------------------
 
-    def query(self, query: str, *, at: float | None = None) -> Observation:
+    def query(self, query: str, *, at: float | None = None) -> QueryResult:
         """Run one PromQL query that should return a single value (no template).
 
         Args:
@@ -200,23 +200,23 @@ class PrometheusProvider:
             answer = self._run(query, self._clock() if at is None else at)
             value = answer if isinstance(answer, float) else _one_series(answer)
         except _QueryFailed as failure:
-            return Observation.error(failure.kind, failure.reason, query=query)
-        return Observation.no_data(query=query) if value is None else Observation.of(value, query=query)
+            return QueryResult.error(failure.kind, failure.reason, query=query)
+        return QueryResult.no_data(query=query) if value is None else QueryResult.of(value, query=query)
 
     def is_online(self) -> bool:
         """True when Prometheus evaluates ``vector(1)`` within the timeout."""
         return self.query("vector(1)").is_value
 
-    def plan(self, template: str, context: QueryContext, variants: Sequence[str]) -> QueryPlan:
+    def plan(self, template: str, context: QueryContext, variants: Sequence[str]) -> QueryStrategy:
         """How :meth:`query_per_variant` would answer this template (for status and debugging)."""
         return plan_queries(template, context, variants, by_variant=self.by_variant)
 
     def query_per_variant(
         self, template: str, context: QueryContext, variants: Sequence[str]
-    ) -> dict[str, Observation]:
+    ) -> dict[str, QueryResult]:
         """Run a query template for each variant; never raises for a failed query.
 
-        Each observation records the query sent and the path taken. When Prometheus is unreachable or
+        Each result records the query sent and the path taken. When Prometheus is unreachable or
         times out, the remaining queries of this call are not sent (they get the same error), so a
         dead server costs one timeout per call, not one per variant.
         """
@@ -243,11 +243,11 @@ class PrometheusProvider:
     # -- the three paths ----------------------------------------------------------------------------
 
     def _shared(
-        self, plan: QueryPlan, template: str, at: float, variants: Sequence[str]
-    ) -> dict[str, Observation]:
+        self, plan: QueryStrategy, template: str, at: float, variants: Sequence[str]
+    ) -> dict[str, QueryResult]:
         if plan.query is None:
             return {
-                v: Observation.error(
+                v: QueryResult.error(
                     ErrorKind.TEMPLATE,
                     plan.errors.get(v, "cannot render"),
                     query=template,
@@ -259,20 +259,20 @@ class PrometheusProvider:
         return dict.fromkeys(variants, observation)
 
     def _per_variant(
-        self, plan: QueryPlan, template: str, at: float, variants: Sequence[str]
-    ) -> dict[str, Observation]:
-        observations: dict[str, Observation] = {}
-        transport_failure: Observation | None = None
+        self, plan: QueryStrategy, template: str, at: float, variants: Sequence[str]
+    ) -> dict[str, QueryResult]:
+        observations: dict[str, QueryResult] = {}
+        transport_failure: QueryResult | None = None
         for variant in variants:
             if variant in plan.errors:
-                observations[variant] = Observation.error(
+                observations[variant] = QueryResult.error(
                     ErrorKind.TEMPLATE, plan.errors[variant], query=template
                 )
                 continue
             query = plan.per_variant[variant]
             if transport_failure is not None:
                 assert transport_failure.error_kind is not None
-                observations[variant] = Observation.error(
+                observations[variant] = QueryResult.error(
                     transport_failure.error_kind, f"not sent: {transport_failure.message}", query=query
                 )
                 continue
@@ -282,7 +282,7 @@ class PrometheusProvider:
                 transport_failure = observation
         return observations
 
-    def _by_variant(self, query: str, at: float, variants: Sequence[str]) -> dict[str, Observation] | None:
+    def _by_variant(self, query: str, at: float, variants: Sequence[str]) -> dict[str, QueryResult] | None:
         """One query for every variant; None when Prometheus rejects the rewritten query as unparsable."""
         path = QueryPath.BY_VARIANT
         try:
@@ -298,27 +298,27 @@ class PrometheusProvider:
         except _QueryFailed as failure:
             if failure.prometheus_error_type == "bad_data":
                 return None
-            error = Observation.error(failure.kind, failure.reason, query=query, path=path)
+            error = QueryResult.error(failure.kind, failure.reason, query=query, path=path)
             return dict.fromkeys(variants, error)
-        observations: dict[str, Observation] = {}
+        observations: dict[str, QueryResult] = {}
         for variant in variants:
             try:
                 value = _one_series(grouped.get(variant, []))
             except _QueryFailed as failure:
-                observations[variant] = Observation.error(
+                observations[variant] = QueryResult.error(
                     failure.kind, failure.reason, query=query, path=path
                 )
                 continue
             if value is None:
-                observations[variant] = Observation.no_data(
+                observations[variant] = QueryResult.no_data(
                     query=query, path=path, reason=f"no series for variant {variant!r}"
                 )
             elif math.isnan(value):
-                observations[variant] = Observation.no_data(
+                observations[variant] = QueryResult.no_data(
                     query=query, path=path, reason=f"NaN for variant {variant!r}"
                 )
             else:
-                observations[variant] = Observation.of(value, query=query, path=path)
+                observations[variant] = QueryResult.of(value, query=query, path=path)
         return observations
 
 

@@ -24,7 +24,7 @@ __all__ = [
     "PLACEHOLDERS",
     "VARIANT_LABEL",
     "NotRewritable",
-    "QueryPlan",
+    "QueryStrategy",
     "TemplateError",
     "plan_queries",
     "render",
@@ -460,7 +460,7 @@ def rewrite_by_variant(template: str, variants: Sequence[str]) -> str:
 
 
 @dataclass(frozen=True)
-class QueryPlan:
+class QueryStrategy:
     """How one template will be answered for a set of variants.
 
     Attributes:
@@ -480,7 +480,7 @@ class QueryPlan:
 
 def plan_queries(
     template: str, context: QueryContext, variants: Sequence[str], *, by_variant: bool = True
-) -> QueryPlan:
+) -> QueryStrategy:
     """Decide how to answer a template for every variant, and render the queries.
 
     Args:
@@ -496,11 +496,11 @@ def plan_queries(
     uses_variant = any(p.name == VARIANT_LABEL for p in _placeholders(template))
     if not uses_variant:
         try:
-            return QueryPlan(
+            return QueryStrategy(
                 QueryPath.SHARED, "the template does not use {{variant}}", render(template, context, None)
             )
         except TemplateError as exc:
-            return QueryPlan(
+            return QueryStrategy(
                 QueryPath.SHARED,
                 "the template does not use {{variant}}",
                 errors=dict.fromkeys(variants, str(exc)),
@@ -513,7 +513,7 @@ def plan_queries(
             reason = f"not rewritable by variant: {exc}"
         else:
             try:
-                return QueryPlan(
+                return QueryStrategy(
                     QueryPath.BY_VARIANT, "rewritten to one query by (variant)", render(single, context, None)
                 )
             except TemplateError as exc:
@@ -527,4 +527,4 @@ def plan_queries(
             queries[variant] = render(template, context, variant)
         except TemplateError as exc:
             errors[variant] = str(exc)
-    return QueryPlan(QueryPath.PER_VARIANT, reason, per_variant=queries, errors=errors)
+    return QueryStrategy(QueryPath.PER_VARIANT, reason, per_variant=queries, errors=errors)

@@ -30,7 +30,7 @@ class Event:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Admission:
     """The status to store and the events to post after one look at the experiment."""
 
     status: dict[str, Any]
@@ -49,7 +49,7 @@ def admit(
     spec_error: str | None,
     workload_problems: list[str],
     now: str,
-) -> Outcome:
+) -> Admission:
     """Decide the admission part of the status for one tick.
 
     Args:
@@ -66,7 +66,7 @@ def admit(
     new = dict(status)
     phase = _phase(status.get("phase"))
     if phase in TERMINAL_PHASES and not _failed_for_invalid_spec(status):
-        return Outcome(new)
+        return Admission(new)
     new["observedGeneration"] = generation
     events: list[Event] = []
 
@@ -78,7 +78,7 @@ def admit(
         new["conditions"] = set_condition(
             new.get("conditions"), READY, "False", REASON_INVALID_SPEC, message, now, generation
         )
-        return Outcome(new, tuple(events))
+        return Admission(new, tuple(events))
 
     if workload_problems:
         message = "waiting for workloads: " + "; ".join(workload_problems)
@@ -91,7 +91,7 @@ def admit(
         new["conditions"] = set_condition(
             new.get("conditions"), READY, "False", REASON_WORKLOADS_NOT_READY, message, now, generation
         )
-        return Outcome(new, tuple(events))
+        return Admission(new, tuple(events))
 
     message = "all Deployments and Services are ready"
     if phase in (None, Phase.PENDING, Phase.FAILED):
@@ -118,7 +118,7 @@ def admit(
     new["conditions"] = set_condition(
         new.get("conditions"), READY, "True", REASON_WORKLOADS_READY, message, now, generation
     )
-    return Outcome(new, tuple(events))
+    return Admission(new, tuple(events))
 
 
 def _phase(value: Any) -> Phase | None:

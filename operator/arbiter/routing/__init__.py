@@ -16,8 +16,8 @@ from arbiter.routing.base import (
     TransientRoutingError,
     UnknownProviderError,
     UnsupportedError,
-    Verdict,
     Verification,
+    WeightCheck,
 )
 from arbiter.routing.gatewayapi import GatewayAPIProvider
 from arbiter.routing.istio import IstioProvider
@@ -43,7 +43,7 @@ __all__ = [
     "TransientRoutingError",
     "UnknownProviderError",
     "UnsupportedError",
-    "Verdict",
     "Verification",
+    "WeightCheck",
     "provider_for",
 ]

@@ -32,8 +32,8 @@ __all__ = [
     "TransientRoutingError",
     "UnknownProviderError",
     "UnsupportedError",
-    "Verdict",
     "Verification",
+    "WeightCheck",
 ]
 
 T = TypeVar("T")
@@ -116,7 +116,7 @@ class Verification(StrEnum):
 
 
 @dataclass(frozen=True)
-class Verdict:
+class WeightCheck:
     """The answer of :meth:`RoutingProvider.verify`, with the reason and what was observed.
 
     ``NO`` means "not (yet) in place": the configuration differs, a controller rejected it, or it
@@ -129,17 +129,17 @@ class Verdict:
     observed: TrafficState | None = field(default=None)
 
     @classmethod
-    def yes(cls, reason: str, observed: TrafficState | None = None) -> Verdict:
+    def yes(cls, reason: str, observed: TrafficState | None = None) -> WeightCheck:
         """The weights are in place."""
         return cls(Verification.YES, reason, observed)
 
     @classmethod
-    def no(cls, reason: str, observed: TrafficState | None = None) -> Verdict:
+    def no(cls, reason: str, observed: TrafficState | None = None) -> WeightCheck:
         """The weights are not (yet) in place."""
         return cls(Verification.NO, reason, observed)
 
     @classmethod
-    def cannot_tell(cls, reason: str, observed: TrafficState | None = None) -> Verdict:
+    def cannot_tell(cls, reason: str, observed: TrafficState | None = None) -> WeightCheck:
         """Nothing observable says whether the weights are in place."""
         return cls(Verification.CANNOT_TELL, reason, observed)
 
@@ -166,7 +166,7 @@ class RoutingProvider(Protocol):
     def get_weights(self) -> TrafficState:
         """Read back the weights (and mirror) really configured in the data plane's objects."""
 
-    def verify(self, weights: Mapping[str, int], mirror: Mirror | None = None) -> Verdict:
+    def verify(self, weights: Mapping[str, int], mirror: Mirror | None = None) -> WeightCheck:
         """Does the data plane carry ``weights`` (and ``mirror``)? Yes, no, or cannot tell."""
 
     def finalize(self, winner: str) -> None:
@@ -226,7 +226,7 @@ class BaseProvider(abc.ABC):
         """See :meth:`RoutingProvider.get_weights`."""
         return self._call(self._read)
 
-    def verify(self, weights: Mapping[str, int], mirror: Mirror | None = None) -> Verdict:
+    def verify(self, weights: Mapping[str, int], mirror: Mirror | None = None) -> WeightCheck:
         """See :meth:`RoutingProvider.verify`.
 
         The default compares what :meth:`get_weights` reads with what was asked; providers add
@@ -236,10 +236,10 @@ class BaseProvider(abc.ABC):
         try:
             observed = self.get_weights()
         except TargetNotFoundError as err:
-            return Verdict.no(str(err))
+            return WeightCheck.no(str(err))
         mismatch = describe_mismatch(expected, mirror, observed)
         if mismatch:
-            return Verdict.no(mismatch, observed)
+            return WeightCheck.no(mismatch, observed)
         return self._verify_applied(expected, mirror, observed)
 
     def finalize(self, winner: str) -> None:
@@ -263,9 +263,9 @@ class BaseProvider(abc.ABC):
 
     def _verify_applied(
         self, weights: dict[str, int], mirror: Mirror | None, observed: TrafficState
-    ) -> Verdict:
+    ) -> WeightCheck:
         """The configuration matches; say whether the data plane acts on it. Default: yes."""
-        return Verdict.yes("the configuration carries the weights", observed)
+        return WeightCheck.yes("the configuration carries the weights", observed)
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from arbiter.routing.base import (
     Mirror,
     TargetNotFoundError,
     TrafficState,
-    Verdict,
+    WeightCheck,
     describe_mismatch,
 )
 
@@ -88,16 +88,16 @@ class GatewayAPIProvider(BaseProvider):
             raise self._no_rule_error()
         return rule_state(route["spec"]["rules"][rules[0]], self.services, self.namespace, self.variant_names)
 
-    def verify(self, weights: Mapping[str, int], mirror: Mirror | None = None) -> Verdict:
+    def verify(self, weights: Mapping[str, int], mirror: Mirror | None = None) -> WeightCheck:
         """Check every managed rule's weights, then what the Gateway controllers report."""
         expected = self.check(weights, mirror)
         try:
             route = self._call(self._route)
         except TargetNotFoundError as err:
-            return Verdict.no(str(err))
+            return WeightCheck.no(str(err))
         rules = managed_rules(route, self.services, self.namespace)
         if not rules:
-            return Verdict.no(str(self._no_rule_error()))
+            return WeightCheck.no(str(self._no_rule_error()))
         observed = None
         for index in rules:
             state = rule_state(
@@ -106,7 +106,7 @@ class GatewayAPIProvider(BaseProvider):
             observed = observed or state
             mismatch = describe_mismatch(expected, mirror, state)
             if mismatch:
-                return Verdict.no(f"HTTPRoute {self.http_route} rule {index}: {mismatch}", state)
+                return WeightCheck.no(f"HTTPRoute {self.http_route} rule {index}: {mismatch}", state)
         return parent_verdict(route, observed)
 
     # -- I/O -----------------------------------------------------------------------------------
@@ -272,13 +272,13 @@ def patch_operations(
     return operations
 
 
-def parent_verdict(route: Mapping[str, Any], observed: TrafficState | None) -> Verdict:
+def parent_verdict(route: Mapping[str, Any], observed: TrafficState | None) -> WeightCheck:
     """What the Gateway controllers say about the route's current generation."""
     generation = (route.get("metadata") or {}).get("generation")
     name = (route.get("metadata") or {}).get("name")
     parents = (route.get("status") or {}).get("parents") or []
     if not parents:
-        return Verdict.cannot_tell(
+        return WeightCheck.cannot_tell(
             f"HTTPRoute {name} carries the weights, but no Gateway controller reports on it (status.parents is empty)",
             observed,
         )
@@ -288,20 +288,22 @@ def parent_verdict(route: Mapping[str, Any], observed: TrafficState | None) -> V
         for kind in ("Accepted", "ResolvedRefs"):
             condition = conditions.get(kind)
             if condition is None:
-                return Verdict.no(f"Gateway {gateway} has not reported {kind} for HTTPRoute {name}", observed)
+                return WeightCheck.no(
+                    f"Gateway {gateway} has not reported {kind} for HTTPRoute {name}", observed
+                )
             if condition.get("observedGeneration") != generation:
-                return Verdict.no(
+                return WeightCheck.no(
                     f"Gateway {gateway} has not yet processed generation {generation} of HTTPRoute {name} "
                     f"({kind} is for generation {condition.get('observedGeneration')})",
                     observed,
                 )
             if condition.get("status") != "True":
-                return Verdict.no(
+                return WeightCheck.no(
                     f"Gateway {gateway}: {kind} is {condition.get('status')} for HTTPRoute {name}: "
                     f"{condition.get('reason', '')} {condition.get('message', '')}".rstrip(),
                     observed,
                 )
-    return Verdict.yes(
+    return WeightCheck.yes(
         f"HTTPRoute {name} carries the weights and {len(parents)} Gateway(s) accepted generation {generation}",
         observed,
     )

@@ -47,7 +47,7 @@ from arbiter.routing.base import (
     Mirror,
     TargetNotFoundError,
     TrafficState,
-    Verdict,
+    WeightCheck,
     describe_mismatch,
 )
 
@@ -103,7 +103,7 @@ class IstioProvider(BaseProvider):
     def _read(self) -> TrafficState:
         return self._document().state(self._vs())
 
-    def verify(self, weights: Mapping[str, int], mirror: Mirror | None = None) -> Verdict:
+    def verify(self, weights: Mapping[str, int], mirror: Mirror | None = None) -> WeightCheck:
         """Check the managed route (and pins), then Istio's status for the current generation."""
         expected = self.check(weights, mirror)
         try:
@@ -111,12 +111,12 @@ class IstioProvider(BaseProvider):
             document = self._document()
             observed = document.state(vs)
         except (TargetNotFoundError, InvalidTargetError) as err:
-            return Verdict.no(str(err))
+            return WeightCheck.no(str(err))
         mismatch = describe_mismatch(expected, mirror, observed)
         if not mismatch and document.http(vs, expected, mirror, finalizing=False) != vs["spec"].get("http"):
             mismatch = "the sticky pin routes or response headers are not in place"
         if mismatch:
-            return Verdict.no(f"VirtualService {self.virtual_service}: {mismatch}", observed)
+            return WeightCheck.no(f"VirtualService {self.virtual_service}: {mismatch}", observed)
         return status_verdict(vs, observed)
 
     def _vs(self) -> JsonObject:
@@ -354,34 +354,34 @@ class VirtualServiceDocument:
         return pins
 
 
-def status_verdict(vs: Mapping[str, Any], observed: TrafficState) -> Verdict:
+def status_verdict(vs: Mapping[str, Any], observed: TrafficState) -> WeightCheck:
     """What istiod's status says about the current generation."""
     metadata = vs.get("metadata") or {}
     name, generation = metadata.get("name"), metadata.get("generation")
     status = vs.get("status") or {}
     if "observedGeneration" not in status:
-        return Verdict.cannot_tell(
+        return WeightCheck.cannot_tell(
             f"VirtualService {name} carries the weights, but Istio reports no status "
             "(istiod writes it with PILOT_ENABLE_STATUS=true)",
             observed,
         )
     if int(status["observedGeneration"]) != generation:
-        return Verdict.no(
+        return WeightCheck.no(
             f"Istio has not yet processed generation {generation} of VirtualService {name} "
             f"(status is for {status['observedGeneration']})",
             observed,
         )
     for condition in status.get("conditions") or []:
         if condition.get("type") == "Reconciled" and condition.get("status") == "False":
-            return Verdict.no(
+            return WeightCheck.no(
                 f"Istio did not reconcile VirtualService {name}: {condition.get('message', '')}", observed
             )
     errors = [
         m for m in status.get("validationMessages") or [] if str(m.get("level", "")).upper() in ("ERROR", "3")
     ]
     if errors:
-        return Verdict.no(f"Istio reports errors for VirtualService {name}: {errors}", observed)
-    return Verdict.yes(
+        return WeightCheck.no(f"Istio reports errors for VirtualService {name}: {errors}", observed)
+    return WeightCheck.yes(
         f"VirtualService {name} carries the weights; Istio processed generation {generation}", observed
     )
 

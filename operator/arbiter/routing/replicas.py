@@ -41,7 +41,7 @@ from arbiter.routing.base import (
     TargetNotFoundError,
     TrafficState,
     UnsupportedError,
-    Verdict,
+    WeightCheck,
 )
 
 BUDGET_ANNOTATION = "arbiter.dev/replicas-budget"
@@ -126,16 +126,16 @@ class ReplicasProvider(BaseProvider):
         }
         return TrafficState(to_percent(ready))
 
-    def verify(self, weights: Mapping[str, int], mirror: Mirror | None = None) -> Verdict:
+    def verify(self, weights: Mapping[str, int], mirror: Mirror | None = None) -> WeightCheck:
         """Yes once every Deployment has exactly its computed replicas, all ready and up to date."""
         expected = self.check(weights, mirror)
         if mirror is not None:
-            return Verdict.no("provider Replicas cannot mirror traffic")
+            return WeightCheck.no("provider Replicas cannot mirror traffic")
         try:
             deployments = self._call(self._deployments)
             budget = self._call(lambda: self.budget(deployments, record=False))
         except TargetNotFoundError as err:
-            return Verdict.no(str(err))
+            return WeightCheck.no(str(err))
         observed = self._state_of(deployments)
         candidates = [replica_counts(expected, budget, self.champion)]
         if 100 in expected.values():
@@ -148,10 +148,10 @@ class ReplicasProvider(BaseProvider):
             )
             if not problems:
                 described = ", ".join(f"{n} {c}" for n, c in counts.items())
-                return Verdict.yes(
+                return WeightCheck.yes(
                     f"ready replicas match the weights ({described} of budget {budget})", observed
                 )
-        return Verdict.no(problems, observed)
+        return WeightCheck.no(problems, observed)
 
     # -- I/O -----------------------------------------------------------------------------------
 

@@ -32,7 +32,7 @@ from arbiter.routing.base import (
     Mirror,
     TargetNotFoundError,
     TrafficState,
-    Verdict,
+    WeightCheck,
 )
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,8 @@ class RouterProvider(BaseProvider):
 
     def _verify_applied(
         self, weights: dict[str, int], mirror: Mirror | None, observed: TrafficState
-    ) -> Verdict:
-        return Verdict.yes(
+    ) -> WeightCheck:
+        return WeightCheck.yes(
             f"ConfigMap {self.config_map} carries the weights; the router reloads it when it changes",
             observed,
         )

@@ -40,7 +40,7 @@ from arbiter.stats.group_sequential import (
 from arbiter.stats.guardrail import GuardrailResult, guardrail_harm_test
 from arbiter.stats.multiplicity import bonferroni, holm
 from arbiter.stats.planning import (
-    SamplePlan,
+    SampleSize,
     expected_days,
     power_normal,
     power_welch_t,
@@ -82,7 +82,7 @@ __all__ = [
     "MetricType",
     "ProportionStats",
     "SRMResult",
-    "SamplePlan",
+    "SampleSize",
     "SequentialResult",
     "SequentialState",
     "Spending",

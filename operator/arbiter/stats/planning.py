@@ -27,7 +27,7 @@ from arbiter.stats.sequential import msprt_one_sided_z_boundary, msprt_z_boundar
 
 
 @dataclass(frozen=True)
-class SamplePlan(JsonResult):
+class SampleSize(JsonResult):
     """How many units a fixed-horizon test needs.
 
     Attributes:
@@ -89,7 +89,7 @@ def _plan(
     sides: int,
     allocation: float,
     daily_traffic: float | None,
-) -> SamplePlan:
+) -> SampleSize:
     delta = treatment_value - control_value
     z_alpha = float(sps.norm.isf(alpha / sides))
     z_power = float(sps.norm.ppf(power))
@@ -102,7 +102,7 @@ def _plan(
     days = None
     if daily_traffic is not None and daily_traffic > 0:
         days = total / daily_traffic
-    return SamplePlan(
+    return SampleSize(
         metric=metric,
         control_value=control_value,
         treatment_value=treatment_value,
@@ -123,9 +123,9 @@ def _plan(
 
 def _failed(
     metric: MetricType, alpha: float, power: float, sides: int, allocation: float, error: str
-) -> SamplePlan:
+) -> SampleSize:
     nan = math.nan
-    return SamplePlan(metric, nan, nan, nan, nan, alpha, power, sides, allocation, 0, error=error)
+    return SampleSize(metric, nan, nan, nan, nan, alpha, power, sides, allocation, 0, error=error)
 
 
 def sample_size_proportion(
@@ -139,7 +139,7 @@ def sample_size_proportion(
     direction: Direction | str = Direction.INCREASE,
     daily_traffic: float | None = None,
     variance: str = "unpooled",
-) -> SamplePlan:
+) -> SampleSize:
     """Units needed to detect a change of ``mde`` in a rate.
 
     Args:
@@ -190,7 +190,7 @@ def sample_size_mean(
     direction: Direction | str = Direction.INCREASE,
     daily_traffic: float | None = None,
     treatment_std: float | None = None,
-) -> SamplePlan:
+) -> SampleSize:
     """Units needed to detect a change of ``mde`` in a mean (normal approximation).
 
     Args:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from fakeprom import EVAL_TIME, FakePrometheus, Reply, error_body, vector
 
 from arbiter.api.v1alpha1 import Metric
-from arbiter.metrics import ErrorKind, Outcome, PrometheusProvider, QueryContext, collect_metric
+from arbiter.metrics import ErrorKind, PrometheusProvider, QueryContext, ResultKind, collect_metric
 from arbiter.metrics.base import QueryPath
 
 CONTEXT = QueryContext(experiment="fraud", namespace="prod", time=EVAL_TIME)
@@ -67,7 +67,7 @@ def test_proportion_counts_per_variant(fake_prometheus: FakePrometheus) -> None:
         "champion": {"successes": 120, "trials": 1000},
         "challenger": {"successes": 135, "trials": 990},
     }
-    assert samples["champion"].outcome is Outcome.VALUE
+    assert samples["champion"].outcome is ResultKind.VALUE
     assert samples["champion"].observations["trials"].path is QueryPath.BY_VARIANT
     assert len(fake_prometheus.queries) == 2
 
@@ -108,9 +108,9 @@ def test_no_data_for_one_query_is_no_data_naming_the_field(fake_prometheus: Fake
     samples = collect_metric(
         PrometheusProvider(fake_prometheus.url, timeout=2), PROPORTION, CONTEXT, VARIANTS
     )
-    assert samples["champion"].outcome is Outcome.VALUE
+    assert samples["champion"].outcome is ResultKind.VALUE
     challenger = samples["challenger"]
-    assert challenger.outcome is Outcome.NO_DATA
+    assert challenger.outcome is ResultKind.NO_DATA
     assert challenger.values is None
     assert challenger.successes is None
     assert challenger.message.startswith("successes: ")
@@ -129,7 +129,7 @@ def test_a_variant_with_trials_but_no_success_series_has_zero_successes(
     samples = collect_metric(
         PrometheusProvider(fake_prometheus.url, timeout=2), PROPORTION, CONTEXT, VARIANTS
     )
-    assert samples["challenger"].outcome is Outcome.VALUE
+    assert samples["challenger"].outcome is ResultKind.VALUE
     assert samples["challenger"].values == {"successes": 0.0, "trials": 40}
     assert (
         samples["challenger"].observations["successes"].query
@@ -151,7 +151,7 @@ def test_a_success_query_that_matches_nothing_for_any_variant_stays_no_data(
         PrometheusProvider(fake_prometheus.url, timeout=2), PROPORTION, CONTEXT, VARIANTS
     )
     for sample in samples.values():
-        assert sample.outcome is Outcome.NO_DATA and sample.message.startswith("successes: ")
+        assert sample.outcome is ResultKind.NO_DATA and sample.message.startswith("successes: ")
 
 
 def test_an_error_wins_over_no_data(fake_prometheus: FakePrometheus) -> None:
@@ -165,7 +165,7 @@ def test_an_error_wins_over_no_data(fake_prometheus: FakePrometheus) -> None:
         PrometheusProvider(fake_prometheus.url, timeout=2), PROPORTION, CONTEXT, VARIANTS
     )
     for sample in samples.values():
-        assert sample.outcome is Outcome.ERROR
+        assert sample.outcome is ResultKind.ERROR
         assert sample.error_kind is ErrorKind.BAD_QUERY
         assert sample.message.startswith("trials: ")
         assert "too many samples" in sample.message
@@ -181,7 +181,7 @@ def test_successes_above_trials_are_an_error(fake_prometheus: FakePrometheus) ->
     samples = collect_metric(
         PrometheusProvider(fake_prometheus.url, timeout=2), PROPORTION, CONTEXT, VARIANTS
     )
-    assert samples["champion"].outcome is Outcome.ERROR
+    assert samples["champion"].outcome is ResultKind.ERROR
     assert "successes (11) exceed trials (10)" in samples["champion"].message
     assert samples["challenger"].values == {"successes": 3, "trials": 10}
 
@@ -196,15 +196,15 @@ def test_mean_statistics_that_imply_a_negative_variance_are_an_error(fake_promet
         }
     )
     samples = collect_metric(PrometheusProvider(fake_prometheus.url, timeout=2), MEAN, CONTEXT, VARIANTS)
-    assert samples["champion"].outcome is Outcome.ERROR
+    assert samples["champion"].outcome is ResultKind.ERROR
     assert "negative variance" in samples["champion"].message
-    assert samples["challenger"].outcome is Outcome.VALUE
+    assert samples["challenger"].outcome is ResultKind.VALUE
 
 
 def test_an_unreachable_provider_is_asked_once_per_metric(refused_url: str) -> None:
     samples = collect_metric(PrometheusProvider(refused_url, timeout=2), MEAN, CONTEXT, VARIANTS)
     for sample in samples.values():
-        assert sample.outcome is Outcome.ERROR
+        assert sample.outcome is ResultKind.ERROR
         assert sample.error_kind is ErrorKind.UNREACHABLE
         assert "not sent" in sample.observations["sum_squares"].message
         assert "value_sum_squares" in sample.observations["sum_squares"].query

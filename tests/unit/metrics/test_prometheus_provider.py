@@ -7,7 +7,7 @@ import math
 import pytest
 from fakeprom import EVAL_TIME, FakePrometheus, Reply, error_body, scalar, vector
 
-from arbiter.metrics import ErrorKind, Outcome, PrometheusProvider, QueryContext, QueryPath
+from arbiter.metrics import ErrorKind, PrometheusProvider, QueryContext, QueryPath, ResultKind
 
 CONTEXT = QueryContext(experiment="fraud", namespace="prod", time=EVAL_TIME)
 VARIANTS = ["champion", "challenger"]
@@ -26,7 +26,7 @@ def provider(url: str, timeout: float = 2.0, **kwargs: object) -> PrometheusProv
 def test_a_single_series_is_a_value(fake_prometheus: FakePrometheus) -> None:
     fake_prometheus.answer_with({"up": Reply(vector(({"job": "a"}, 42.5)))})
     observation = provider(fake_prometheus.url).query("up", at=EVAL_TIME)
-    assert observation.outcome is Outcome.VALUE
+    assert observation.outcome is ResultKind.VALUE
     assert observation.value == 42.5
     assert observation.query == "up"
 
@@ -44,7 +44,7 @@ def test_every_request_carries_the_evaluation_time_and_a_server_side_timeout(
 def test_an_empty_vector_is_no_data_naming_the_query(fake_prometheus: FakePrometheus) -> None:
     fake_prometheus.answer_with({"sum(x)": Reply(vector())})
     observation = provider(fake_prometheus.url).query("sum(x)")
-    assert observation.outcome is Outcome.NO_DATA
+    assert observation.outcome is ResultKind.NO_DATA
     assert observation.value is None
     assert "sum(x)" in observation.message
 
@@ -53,7 +53,7 @@ def test_nan_is_no_data(fake_prometheus: FakePrometheus) -> None:
     """0/0 (a rate with no traffic) is NaN: nothing to judge yet, not a number to compare."""
     fake_prometheus.answer_with({"a/b": Reply(vector(({}, math.nan)))})
     observation = provider(fake_prometheus.url).query("a/b")
-    assert observation.outcome is Outcome.NO_DATA
+    assert observation.outcome is ResultKind.NO_DATA
     assert "NaN" in observation.message
 
 
@@ -61,7 +61,7 @@ def test_infinity_is_a_value(fake_prometheus: FakePrometheus) -> None:
     """histogram_quantile answers +Inf when the quantile is above the highest bucket: a real breach."""
     fake_prometheus.answer_with({"q": Reply(vector(({}, math.inf)))})
     observation = provider(fake_prometheus.url).query("q")
-    assert observation.outcome is Outcome.VALUE
+    assert observation.outcome is ResultKind.VALUE
     assert observation.value == math.inf
     assert observation.to_dict()["value"] == "+Inf"
 
@@ -73,7 +73,7 @@ def test_a_scalar_answer_is_a_value(fake_prometheus: FakePrometheus) -> None:
 
 def test_a_nan_scalar_is_no_data(fake_prometheus: FakePrometheus) -> None:
     fake_prometheus.answer_with({"scalar(x)": Reply(scalar(math.nan))})
-    assert provider(fake_prometheus.url).query("scalar(x)").outcome is Outcome.NO_DATA
+    assert provider(fake_prometheus.url).query("scalar(x)").outcome is ResultKind.NO_DATA
 
 
 def test_a_string_answer_is_a_bad_response(fake_prometheus: FakePrometheus) -> None:
@@ -86,7 +86,7 @@ def test_a_string_answer_is_a_bad_response(fake_prometheus: FakePrometheus) -> N
 def test_several_series_are_an_error_not_a_pick(fake_prometheus: FakePrometheus) -> None:
     fake_prometheus.answer_with({"x": Reply(vector(({"code": "200"}, 5), ({"code": "500"}, 1)))})
     observation = provider(fake_prometheus.url).query("x")
-    assert observation.outcome is Outcome.ERROR
+    assert observation.outcome is ResultKind.ERROR
     assert observation.error_kind is ErrorKind.BAD_QUERY
     assert "2 series" in observation.message
     assert "sum(" in observation.message
@@ -112,7 +112,7 @@ def test_bad_promql_is_an_error_with_prometheus_message_and_the_query(
     detail = '1:5: parse error: unexpected "}"'
     fake_prometheus.answer_with({"sum(}": Reply(error_body("bad_data", detail), status=400)})
     observation = provider(fake_prometheus.url).query("sum(}")
-    assert observation.outcome is Outcome.ERROR
+    assert observation.outcome is ResultKind.ERROR
     assert observation.error_kind is ErrorKind.BAD_QUERY
     assert detail in observation.message
     assert "HTTP 400 bad_data" in observation.message
@@ -165,7 +165,7 @@ def test_a_200_without_a_result_is_a_bad_response(fake_prometheus: FakePrometheu
 
 def test_connection_refused_is_unreachable(refused_url: str) -> None:
     observation = provider(refused_url).query("up")
-    assert observation.outcome is Outcome.ERROR
+    assert observation.outcome is ResultKind.ERROR
     assert observation.error_kind is ErrorKind.UNREACHABLE
     assert refused_url in observation.message
     assert "query: up" in observation.message
@@ -220,9 +220,9 @@ def test_by_variant_a_missing_or_nan_variant_is_no_data(fake_prometheus: FakePro
     )
     observations = provider(fake_prometheus.url).query_per_variant(REWRITABLE, CONTEXT, variants)
     assert observations["champion"].value == 3
-    assert observations["challenger"].outcome is Outcome.NO_DATA
+    assert observations["challenger"].outcome is ResultKind.NO_DATA
     assert "'challenger'" in observations["challenger"].message
-    assert observations["third"].outcome is Outcome.NO_DATA
+    assert observations["third"].outcome is ResultKind.NO_DATA
 
 
 def test_by_variant_an_error_is_every_variants_error(fake_prometheus: FakePrometheus) -> None:

@@ -1,4 +1,4 @@
-"""Observation keeps value / no data / error apart; the registry refuses unknown providers."""
+"""QueryResult keeps value / no data / error apart; the registry refuses unknown providers."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from arbiter.api.v1alpha1 import Analysis
 from arbiter.metrics import (
     ErrorKind,
     MetricsProvider,
-    Observation,
-    Outcome,
     PrometheusProvider,
     QueryPath,
+    QueryResult,
+    ResultKind,
     UnknownProviderError,
     create_provider,
     provider_for,
@@ -24,9 +24,9 @@ from arbiter.metrics import (
 
 
 def test_the_three_outcomes_are_distinct() -> None:
-    value = Observation.of(1.5, query="q")
-    empty = Observation.no_data(query="q")
-    failed = Observation.error(ErrorKind.UNREACHABLE, "connection refused", query="q")
+    value = QueryResult.of(1.5, query="q")
+    empty = QueryResult.no_data(query="q")
+    failed = QueryResult.error(ErrorKind.UNREACHABLE, "connection refused", query="q")
     assert (value.is_value, value.is_no_data, value.is_error) == (True, False, False)
     assert (empty.is_value, empty.is_no_data, empty.is_error) == (False, True, False)
     assert (failed.is_value, failed.is_no_data, failed.is_error) == (False, False, True)
@@ -36,31 +36,31 @@ def test_the_three_outcomes_are_distinct() -> None:
 
 
 def test_nan_is_never_a_value() -> None:
-    observation = Observation.of(math.nan, query="a/b")
-    assert observation.outcome is Outcome.NO_DATA
+    observation = QueryResult.of(math.nan, query="a/b")
+    assert observation.outcome is ResultKind.NO_DATA
     with pytest.raises(ValueError, match="NaN"):
-        Observation(Outcome.VALUE, value=math.nan)
+        QueryResult(ResultKind.VALUE, value=math.nan)
 
 
 def test_inconsistent_fields_are_refused() -> None:
     with pytest.raises(ValueError):
-        Observation(Outcome.NO_DATA, value=1.0)
+        QueryResult(ResultKind.NO_DATA, value=1.0)
     with pytest.raises(ValueError):
-        Observation(Outcome.ERROR, message="x")  # no error kind
+        QueryResult(ResultKind.ERROR, message="x")  # no error kind
     with pytest.raises(ValueError):
-        Observation(Outcome.VALUE, value=1.0, error_kind=ErrorKind.SERVER)
+        QueryResult(ResultKind.VALUE, value=1.0, error_kind=ErrorKind.SERVER)
 
 
 def test_an_error_message_names_the_query_on_one_line() -> None:
     query = "sum(\n  rate(x[1m])\n)"
-    observation = Observation.error(ErrorKind.TIMEOUT, "no answer within 2s", query=query)
+    observation = QueryResult.error(ErrorKind.TIMEOUT, "no answer within 2s", query=query)
     assert observation.message == "no answer within 2s; query: sum( rate(x[1m]) )"
     assert observation.query == query
 
 
 def test_a_long_query_is_cut_in_the_message_but_kept_whole() -> None:
     query = "sum(" + "x + " * 200 + "x)"
-    observation = Observation.error(ErrorKind.BAD_QUERY, "bad", query=query)
+    observation = QueryResult.error(ErrorKind.BAD_QUERY, "bad", query=query)
     assert len(observation.message) < 260
     assert observation.message.endswith("...")
     assert observation.query == query
@@ -69,16 +69,16 @@ def test_a_long_query_is_cut_in_the_message_but_kept_whole() -> None:
 @pytest.mark.parametrize(
     ("observation", "expected"),
     [
-        (Observation.of(2.0, query="q", path=QueryPath.BY_VARIANT), {"outcome": "Value", "value": 2.0}),
-        (Observation.of(math.inf, query="q"), {"outcome": "Value", "value": "+Inf"}),
-        (Observation.no_data(query="q"), {"outcome": "NoData"}),
+        (QueryResult.of(2.0, query="q", path=QueryPath.BY_VARIANT), {"outcome": "Value", "value": 2.0}),
+        (QueryResult.of(math.inf, query="q"), {"outcome": "Value", "value": "+Inf"}),
+        (QueryResult.no_data(query="q"), {"outcome": "NoData"}),
         (
-            Observation.error(ErrorKind.SERVER, "HTTP 500", query="q"),
+            QueryResult.error(ErrorKind.SERVER, "HTTP 500", query="q"),
             {"outcome": "Error", "errorKind": "Server"},
         ),
     ],
 )
-def test_to_dict_is_json(observation: Observation, expected: dict[str, object]) -> None:
+def test_to_dict_is_json(observation: QueryResult, expected: dict[str, object]) -> None:
     data = observation.to_dict()
     assert json.loads(json.dumps(data, allow_nan=False)) == data
     assert expected.items() <= data.items()
@@ -87,7 +87,7 @@ def test_to_dict_is_json(observation: Observation, expected: dict[str, object]) 
 
 
 def test_observations_are_frozen() -> None:
-    observation = Observation.of(1.0)
+    observation = QueryResult.of(1.0)
     with pytest.raises(AttributeError):
         observation.value = 2.0  # type: ignore[misc]
 
