@@ -463,9 +463,9 @@ def _cohorts(
 
 
 def _fmt(value: Any, spec: str = ".4g") -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return format(value, spec)
+    from arbiter.stats import format_number  # the statistics load lazily: `arbiter --help` stays fast
+
+    return format_number(value, spec, missing="-")
 
 
 def _print_human(report: dict[str, Any]) -> None:

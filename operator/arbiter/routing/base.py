@@ -173,6 +173,19 @@ class RoutingProvider(Protocol):
         """Send 100% to ``winner`` (the champion on rollback/deletion) and remove mirrors and pins."""
 
 
+def required_block(block: T | None, provider: str, field_path: str) -> T:
+    """The provider's configuration block of the spec, or InvalidTargetError naming the missing field.
+
+    Args:
+        block: e.g. ``spec.routing.istio``.
+        provider: the provider's name, for the message.
+        field_path: the field under ``spec.routing`` that must be set, e.g. ``istio.virtualService``.
+    """
+    if block is None:
+        raise InvalidTargetError(f"provider {provider} needs spec.routing.{field_path}")
+    return block
+
+
 class BaseProvider(abc.ABC):
     """Shared validation, error translation and conflict retries; subclasses implement ``_apply`` and friends.
 

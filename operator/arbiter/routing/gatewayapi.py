@@ -40,6 +40,7 @@ from arbiter.routing.base import (
     TrafficState,
     WeightCheck,
     describe_mismatch,
+    required_block,
 )
 
 JsonObject = dict[str, Any]
@@ -53,10 +54,7 @@ class GatewayAPIProvider(BaseProvider):
     @property
     def http_route(self) -> str:
         """The HTTPRoute's name."""
-        block = self.spec.routing.gateway_api
-        if block is None:
-            raise InvalidTargetError("provider GatewayAPI needs spec.routing.gatewayAPI.httpRoute")
-        return block.http_route
+        return required_block(self.spec.routing.gateway_api, self.name, "gatewayAPI.httpRoute").http_route
 
     @property
     def services(self) -> dict[str, str]:

@@ -49,6 +49,7 @@ from arbiter.routing.base import (
     TrafficState,
     WeightCheck,
     describe_mismatch,
+    required_block,
 )
 
 JsonObject = dict[str, Any]
@@ -62,10 +63,7 @@ class IstioProvider(BaseProvider):
     @property
     def virtual_service(self) -> str:
         """The VirtualService's name."""
-        block = self.spec.routing.istio
-        if block is None:
-            raise InvalidTargetError("provider Istio needs spec.routing.istio.virtualService")
-        return block.virtual_service
+        return required_block(self.spec.routing.istio, self.name, "istio.virtualService").virtual_service
 
     @property
     def route_name(self) -> str | None:

@@ -33,6 +33,7 @@ from arbiter.routing.base import (
     TargetNotFoundError,
     TrafficState,
     WeightCheck,
+    required_block,
 )
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,7 @@ class RouterProvider(BaseProvider):
     @property
     def config_map(self) -> str:
         """The ConfigMap's name."""
-        block = self.spec.routing.router
-        if block is None:
-            raise InvalidTargetError("provider Router needs spec.routing.router.configMap")
-        return block.config_map
+        return required_block(self.spec.routing.router, self.name, "router.configMap").config_map
 
     def _reconcile(self) -> None:
         text, current = self._current()

@@ -27,6 +27,7 @@ from arbiter.stats._types import (
     Spending,
     Verdict,
     alternative_for,
+    format_number,
 )
 from arbiter.stats.fixed import ComparisonResult, compare_fixed, mean_variance
 from arbiter.stats.group_sequential import group_sequential_boundaries
@@ -251,10 +252,6 @@ def _absolute_mde(config: DecisionConfig, baseline: float) -> float:
 
 def _good_sign(config: DecisionConfig) -> float:
     return 1.0 if config.direction is Direction.INCREASE else -1.0
-
-
-def _fmt(value: float) -> str:
-    return "n/a" if value is None or not math.isfinite(value) else f"{value:.4g}"
 
 
 def decide(
@@ -499,9 +496,9 @@ def _verdict(
         # Futile ("cannot win") may still become Loss ("significantly worse"): the always-valid p-value
         # may be read at any look, and the stronger statement is the one to act on.
         return Verdict.LOSS, (
-            f"{item.name} {_fmt(item.fixed.treatment_value)} vs control {_fmt(item.fixed.control_value)} "
-            f"(diff {_fmt(item.fixed.absolute_difference)}) is significantly worse: p={_fmt(item.p_value)}, "
-            f"Holm-adjusted p={_fmt(item.p_value_adjusted)} (futile since tick {item.state.decided_at_tick})"
+            f"{item.name} {format_number(item.fixed.treatment_value)} vs control {format_number(item.fixed.control_value)} "
+            f"(diff {format_number(item.fixed.absolute_difference)}) is significantly worse: p={format_number(item.p_value)}, "
+            f"Holm-adjusted p={format_number(item.p_value_adjusted)} (futile since tick {item.state.decided_at_tick})"
         )
     n_min = min(control.n, treatment.n)
     if item.error is not None:
@@ -517,13 +514,13 @@ def _verdict(
     good = _good_sign(config)
     diff = item.fixed.absolute_difference
     p_text = (
-        f"p={_fmt(item.p_value)}, Holm-adjusted p={_fmt(item.p_value_adjusted)}"
+        f"p={format_number(item.p_value)}, Holm-adjusted p={format_number(item.p_value_adjusted)}"
         if config.method is not Method.GROUP_SEQUENTIAL
-        else f"z={_fmt(item.fixed.statistic)} vs boundary {_fmt(item.boundary or math.nan)}"
+        else f"z={format_number(item.fixed.statistic)} vs boundary {format_number(item.boundary or math.nan)}"
     )
     effect = (
-        f"{item.name} {_fmt(item.fixed.treatment_value)} vs control {_fmt(item.fixed.control_value)} "
-        f"(diff {_fmt(diff)}, CI [{_fmt(item.ci_low)}, {_fmt(item.ci_high)}])"
+        f"{item.name} {format_number(item.fixed.treatment_value)} vs control {format_number(item.fixed.control_value)} "
+        f"(diff {format_number(diff)}, CI [{format_number(item.ci_low)}, {format_number(item.ci_high)}])"
     )
     fixed_horizon_due = (
         config.method is Method.FIXED_HORIZON
@@ -545,7 +542,7 @@ def _verdict(
             return Verdict.FUTILE, f"final look reached without crossing the boundary: {effect}, {p_text}"
         if not item.is_look:
             return Verdict.INCONCLUSIVE, (
-                f"keep collecting: information {_fmt(item.information_fraction or 0.0)}, "
+                f"keep collecting: information {format_number(item.information_fraction or 0.0)}, "
                 f"next look after +{config.min_information_increment:g}"
             )
         return Verdict.INCONCLUSIVE, f"keep collecting: boundary not crossed ({p_text})"
@@ -553,9 +550,15 @@ def _verdict(
     mde = _absolute_mde(config, config.baseline if config.baseline is not None else item.fixed.control_value)
     low, high = item.state.futility_low, item.state.futility_high
     if good > 0 and high is not None and high < mde:
-        return Verdict.FUTILE, f"the confidence sequence rules out an improvement of {_fmt(mde)}: {effect}"
+        return (
+            Verdict.FUTILE,
+            f"the confidence sequence rules out an improvement of {format_number(mde)}: {effect}",
+        )
     if good < 0 and low is not None and low > -mde:
-        return Verdict.FUTILE, f"the confidence sequence rules out an improvement of {_fmt(mde)}: {effect}"
+        return (
+            Verdict.FUTILE,
+            f"the confidence sequence rules out an improvement of {format_number(mde)}: {effect}",
+        )
     if config.planned_sample_size is not None and n_min >= config.planned_sample_size:
         return Verdict.FUTILE, f"maximum sample size {config.planned_sample_size} reached undecided: {effect}"
     if (
