@@ -114,6 +114,37 @@ class JsonResult:
         return converted
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EffectEstimate(JsonResult):
+    """The numbers every treatment-versus-control result carries, whatever the test.
+
+    ``absolute_difference`` is ``treatment - control`` and ``relative_lift`` is ``treatment / control - 1``;
+    ``ci_*`` bound the absolute difference and ``relative_ci_*`` the lift. ``error`` is set, and the
+    numbers are NaN where they cannot be computed, when the input cannot support a test.
+    """
+
+    metric: MetricType
+    alpha: float
+    n_control: float
+    n_treatment: float
+    control_value: float
+    treatment_value: float
+    absolute_difference: float
+    relative_lift: float
+    ci_low: float
+    ci_high: float
+    relative_ci_low: float
+    relative_ci_high: float
+    statistic: float
+    p_value: float
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the result could be computed."""
+        return self.error is None
+
+
 def finite_or_nan(value: float) -> float:
     """``value`` as a float, NaN if it is not finite."""
     number = float(value)

@@ -21,6 +21,7 @@ from scipy import stats as sps
 from arbiter.stats._types import (
     Alternative,
     Direction,
+    EffectEstimate,
     JsonResult,
     Method,
     MetricType,
@@ -168,8 +169,8 @@ class DecisionState(JsonResult):
         )
 
 
-@dataclass(frozen=True)
-class ChallengerDecision(JsonResult):
+@dataclass(frozen=True, kw_only=True)
+class ChallengerDecision(EffectEstimate):
     """The verdict for one challenger at one tick, with the numbers behind it.
 
     ``ci_low``/``ci_high`` are for the absolute difference: the fixed-horizon interval, the running
@@ -183,25 +184,10 @@ class ChallengerDecision(JsonResult):
     verdict: Verdict
     reason: str
     method: Method
-    metric: MetricType
-    n_control: float
-    n_treatment: float
-    control_value: float
-    treatment_value: float
-    absolute_difference: float
-    relative_lift: float
-    ci_low: float
-    ci_high: float
-    relative_ci_low: float
-    relative_ci_high: float
-    statistic: float
-    p_value: float
     p_value_adjusted: float
-    alpha: float
     looks: int
     information_fraction: float | None = None
     boundary: float | None = None
-    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -340,23 +326,23 @@ def _empty_fixed(
 ) -> ComparisonResult:
     nan = math.nan
     return ComparisonResult(
-        config.metric,
-        "none",
-        config.alternative,
-        config.alpha,
-        getattr(control, "n", nan),
-        getattr(treatment, "n", nan),
-        nan,
-        nan,
-        nan,
-        nan,
-        nan,
-        nan,
-        nan,
-        nan,
-        nan,
-        nan,
-        nan,
+        metric=config.metric,
+        test="none",
+        alternative=config.alternative,
+        alpha=config.alpha,
+        n_control=getattr(control, "n", nan),
+        n_treatment=getattr(treatment, "n", nan),
+        control_value=nan,
+        treatment_value=nan,
+        absolute_difference=nan,
+        relative_lift=nan,
+        ci_low=nan,
+        ci_high=nan,
+        relative_ci_low=nan,
+        relative_ci_high=nan,
+        std_error=nan,
+        statistic=nan,
+        p_value=nan,
     )
 
 

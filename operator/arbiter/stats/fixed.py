@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 from scipy import stats as sps
 
-from arbiter.stats._types import Alternative, JsonResult, MetricType
+from arbiter.stats._types import Alternative, EffectEstimate, MetricType
 from arbiter.stats.sufficient import MeanStats, ProportionStats, SufficientStats
 
 
-@dataclass(frozen=True)
-class ComparisonResult(JsonResult):
+@dataclass(frozen=True, kw_only=True)
+class ComparisonResult(EffectEstimate):
     """One treatment-versus-control comparison.
 
     ``absolute_difference`` is ``treatment - control``; ``relative_lift`` is
@@ -21,30 +21,10 @@ class ComparisonResult(JsonResult):
     they cannot be computed, when the input cannot support a test.
     """
 
-    metric: MetricType
     test: str
     alternative: Alternative
-    alpha: float
-    n_control: float
-    n_treatment: float
-    control_value: float
-    treatment_value: float
-    absolute_difference: float
-    relative_lift: float
-    ci_low: float
-    ci_high: float
-    relative_ci_low: float
-    relative_ci_high: float
     std_error: float
-    statistic: float
-    p_value: float
     df: float | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether the test could be computed."""
-        return self.error is None
 
 
 def _check_alpha(alpha: float) -> str | None:

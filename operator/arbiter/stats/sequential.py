@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import optimize, special
 
-from arbiter.stats._types import Alternative, JsonResult, MetricType
+from arbiter.stats._types import Alternative, EffectEstimate, JsonResult, MetricType
 from arbiter.stats.fixed import mean_variance
 from arbiter.stats.sufficient import MeanStats, ProportionStats, SufficientStats
 
@@ -155,8 +155,8 @@ class SequentialState(JsonResult):
         )
 
 
-@dataclass(frozen=True)
-class SequentialResult(JsonResult):
+@dataclass(frozen=True, kw_only=True)
+class SequentialResult(EffectEstimate):
     """One look of an mSPRT comparison.
 
     ``p_value`` is the always-valid p-value (running minimum over looks); ``p_value_this_look`` is
@@ -165,32 +165,12 @@ class SequentialResult(JsonResult):
     (delta method, mixing standard deviation scaled by the control mean).
     """
 
-    metric: MetricType
     alternative: Alternative
-    alpha: float
-    n_control: float
-    n_treatment: float
-    control_value: float
-    treatment_value: float
-    absolute_difference: float
-    relative_lift: float
-    ci_low: float
-    ci_high: float
-    relative_ci_low: float
-    relative_ci_high: float
     std_error: float
-    statistic: float
-    p_value: float
     p_value_this_look: float
     mixing_variance: float
     looks: int
     state: SequentialState
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        """Whether this look produced a valid statistic."""
-        return self.error is None
 
 
 def _none_to_inf(value: float | None, sign: float) -> float:
