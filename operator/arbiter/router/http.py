@@ -114,6 +114,22 @@ def _simple(status: int, message: str) -> bytes:
     ).encode() + body
 
 
+def _origin_form(target: bytes) -> bytes | None:
+    """The path and query of an absolute-form target (RFC 9112 section 3.2.2); None for others.
+
+    Only origin-form (`/path?query`) goes upstream: an absolute URL passed on as it came would ask
+    the model server to act as a proxy to any host; `*` and CONNECT's authority-form mean nothing here.
+    """
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return None
+    slash = rest.find(b"/")
+    query = rest.find(b"?")
+    if slash < 0 or (0 <= query < slash):
+        return b"/" + rest[query:] if query >= 0 else b"/"
+    return rest[slash:]
+
+
 def _parser_error(exc: httptools.HttpParserError) -> _BadRequest:
     """Turn llhttp's verdict into the answer: 505 for a version we do not speak, else 400."""
     message = str(exc) or type(exc).__name__
@@ -140,6 +156,7 @@ class _Connection(asyncio.Protocol):
         "_chunked",
         "_connection_header",
         "_continue_pending",
+        "_declared_body",
         "_draining",
         "_eof",
         "_expect",
@@ -180,6 +197,7 @@ class _Connection(asyncio.Protocol):
         self._rejection: _BadRequest | None = None
         self._started_in_feed = False
         self._continue_pending = False
+        self._declared_body = False
         self.peer = ""
         self._reset_message()
         self._in_message = False
@@ -270,7 +288,7 @@ class _Connection(asyncio.Protocol):
         if not self._queue or isinstance(self._queue[-1], _BadRequest):
             return
         request = self._queue[-1]
-        if self._length or self._chunked:
+        if self._declared_body:
             self._queue[-1] = _BadRequest(400, "a protocol upgrade with a body is not supported")
         else:
             request.keep_alive = False
@@ -324,6 +342,15 @@ class _Connection(asyncio.Protocol):
         version = self._parser.get_http_version()
         if version not in ("1.1", "1.0"):
             raise self._fail_parse(505, "HTTP version not supported")
+        if self._chunked and version == "1.0":
+            # RFC 9112 section 6.1: Transfer-Encoding in HTTP/1.0 is faulty framing.
+            raise self._fail_parse(400, "Transfer-Encoding in an HTTP/1.0 request")
+        target = b"".join(self._url)
+        if not target.startswith(b"/"):
+            path = _origin_form(target)
+            if path is None:
+                raise self._fail_parse(400, "the request target must be a path or an http(s) URL")
+            self._url = [path]
         limit = self._body_limit
         if self._length is not None and self._length > limit:
             raise self._fail_parse(413, f"request body over {limit} bytes")
@@ -356,6 +383,7 @@ class _Connection(asyncio.Protocol):
         )
         self._queue.append(request)
         self._queued_bytes += len(body) + 512
+        self._declared_body = bool(self._length or self._chunked)
         self._reset_message()
 
     # dispatch ------------------------------------------------------------------------------------
@@ -390,7 +418,8 @@ class _Connection(asyncio.Protocol):
         try:
             response = await self._server.handler(request)
         except Exception:
-            log.exception("handler failed for %s %s", request.method, request.target)
+            # The path only: a query string may carry a token, and headers and body are never logged.
+            log.exception("handler failed for %s %s", request.method, request.path)
             response = HTTPResponse(
                 500, b'{"error": "internal error"}', [("Content-Type", "application/json")]
             )
