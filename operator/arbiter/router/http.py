@@ -272,7 +272,8 @@ class _Connection(asyncio.Protocol):
             if self._fed > MAX_HEAD_BYTES:
                 self._reject(_BadRequest(431, "request head too large"))
         elif self._fed - self._body_size > 2 * MAX_HEAD_BYTES + self._body_size:
-            # Chunk size lines and trailers beyond any reason (a body in one-byte chunks is still fine).
+            # Chunk size lines and trailers beyond reason: 128 KiB plus as much as the body itself
+            # (chunks of 8 bytes or more never reach it; a megabyte in one-byte chunks does).
             self._reject(_BadRequest(400, "too much chunk framing"))
 
     def _reject(self, rejection: _BadRequest) -> None:
@@ -315,13 +316,18 @@ class _Connection(asyncio.Protocol):
         self._url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._limit_head(len(name) + len(value) + 4)
+        # The hot path: one call per header line, so the head limit is checked inline.
+        size = self._head_bytes + len(name) + len(value) + 4
+        self._head_bytes = size
+        if size > MAX_HEAD_BYTES:
+            raise self._fail_parse(431, "request head too large")
         if self._head_done:
             return  # a trailer after a chunked body: read and dropped
-        if len(self._headers) >= MAX_HEADERS:
+        headers = self._headers
+        if len(headers) >= MAX_HEADERS:
             raise self._fail_parse(431, "too many headers")
         key = name.decode("latin-1")
-        text = value.decode("latin-1").strip(" \t")
+        text = value.decode("latin-1").rstrip(" \t")  # llhttp drops the leading whitespace
         lower = key.lower()
         if lower == "content-length":
             self._length = int(text)  # llhttp has checked: digits only, not repeated
@@ -334,7 +340,7 @@ class _Connection(asyncio.Protocol):
         elif lower == "expect":
             self._expect = text.lower()
             return  # answered here (hop by hop); the upstream gets the body at once
-        self._headers.append((key, text))
+        headers.append((key, text))
 
     def on_headers_complete(self) -> None:
         self._head_done = True
@@ -369,8 +375,11 @@ class _Connection(asyncio.Protocol):
         self._in_message = False
         self._continue_pending = False
         version = self._parser.get_http_version()
-        tokens = {t.strip() for t in self._connection_header.split(",")}
-        keep_alive = "keep-alive" in tokens if version == "1.0" else "close" not in tokens
+        if self._connection_header:
+            tokens = {t.strip() for t in self._connection_header.split(",")}
+            keep_alive = "keep-alive" in tokens if version == "1.0" else "close" not in tokens
+        else:
+            keep_alive = version == "1.1"
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         request = HTTPRequest(
             self._parser.get_method().decode("ascii"),
@@ -384,7 +393,7 @@ class _Connection(asyncio.Protocol):
         self._queue.append(request)
         self._queued_bytes += len(body) + 512
         self._declared_body = bool(self._length or self._chunked)
-        self._reset_message()
+        # The next on_message_begin resets the per-message state.
 
     # dispatch ------------------------------------------------------------------------------------
 

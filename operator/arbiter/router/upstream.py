@@ -127,6 +127,7 @@ class _Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._head_done = False
         self._head_bytes = 0
+        self._header_bytes = 0
         self._length: int | None = None
         self._chunked = False
         self._connection_tokens: set[str] = set()
@@ -209,6 +210,10 @@ class _Connection(asyncio.Protocol):
         self._reason.append(reason)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # A whole oversized head can arrive in one read; data_received only sees heads in pieces.
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > _MAX_HEADER_BYTES:
+            raise _ProtocolError("response header over 64 KiB")
         if self._head_done:
             return  # a trailer after a chunked body: dropped, as a proxy may
         key = name.decode("latin-1")
@@ -226,7 +231,9 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         assert self._parser is not None
         status = self._parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
+        if status == 101:
+            raise _ProtocolError("the upstream switched protocols; the router does not follow")
+        if 100 <= status < 200:
             return  # an interim response: llhttp completes it; the real one follows
         self._head_done = True
         tokens = self._connection_tokens
