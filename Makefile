@@ -17,15 +17,17 @@ help: ## Show every target with its help text
 	@grep -hE '^[a-zA-Z0-9_.-]+:.*## ' $(MAKEFILE_LIST) | sort -u \
 	  | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
-	@echo ">> creating $(VENV) and installing arbiter[dev] (first run: a few minutes)"
+# constraints.txt pins every package (`make lock` regenerates it): CI and every clone get the
+# versions the tests last passed with, not whatever was newest that day.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@echo ">> creating $(VENV) and installing arbiter[dev] pinned by constraints.txt (first run: a few minutes)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PIP) install --disable-pip-version-check -q --progress-bar on -U pip
-	@$(PIP) install --disable-pip-version-check --progress-bar on -e '.[dev]'
+	@$(PIP) install --disable-pip-version-check --progress-bar on -c constraints.txt -e '.[dev]'
 	@touch $@
 
 .PHONY: install
-install: $(VENV)/.installed ## Create .venv and install arbiter with its dev tools (idempotent)
+install: $(VENV)/.installed ## Create .venv and install arbiter with its dev tools, pinned by constraints.txt (idempotent)
 
 .PHONY: system-deps
 system-deps: ## Install the Debian packages the tests use (prometheus, nginx, wrk), if missing
@@ -79,6 +81,6 @@ demo: install system-deps controlplane ## The demo: a canary decided by statisti
 
 .PHONY: clean
 clean: cluster-down ## Stop the cluster and remove build and test caches (keeps the Go binary cache)
-	@rm -rf .cluster .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	@rm -rf .cluster .pytest_cache .mypy_cache .ruff_cache .hypothesis .lock-venv
 
 -include mk/*.mk

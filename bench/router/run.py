@@ -13,7 +13,15 @@ saturation (64 connections, no pacing). "Added" latency is the proxy's percentil
 direct run at the same rate taken just before it. The last line printed is the JSON summary;
 everything else (stderr) is context.
 
+With `--baseline REF` (a git revision, e.g. `HEAD~1`), the router's code as of REF is measured too,
+in the same run and under the same conditions: `git archive REF operator/` is unpacked into the
+work dir and run with the same interpreter and dependencies (PYTHONPATH put in front), and the
+summary gains `arbiter_baseline` and `vs_baseline` (this checkout over REF) entries. That is how a
+change to the router's hot path (its HTTP parsing, say) is judged before and after on a shared
+machine, where runs minutes apart measure different machines.
+
 Usage: python bench/router/run.py [--rate 1000] [--rate-seconds 8] [--saturation-seconds 5]
+                                  [--baseline REF]
 """
 
 from __future__ import annotations
@@ -205,8 +213,16 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 class Bench:
-    def __init__(self, workdir: Path, rate: int, rate_seconds: int, saturation_seconds: int) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        rate: int,
+        rate_seconds: int,
+        saturation_seconds: int,
+        baseline_code: Path | None = None,
+    ) -> None:
         self.workdir = workdir
+        self.baseline_code = baseline_code
         self.rate = rate
         self.rate_seconds = rate_seconds
         self.saturation_seconds = saturation_seconds
@@ -244,7 +260,8 @@ class Bench:
                 process.wait(5)
 
     @contextmanager
-    def arbiter_router(self, mode: str, port: int) -> Iterator[tuple[int, str]]:
+    def arbiter_router(self, mode: str, port: int, baseline: bool = False) -> Iterator[tuple[int, str]]:
+        """Run `arbiter router` from this checkout, or (`baseline`) from the --baseline code."""
         routes = self.workdir / f"routes-{mode}.yaml"
         routes.write_text(
             "experiment: bench\nvariants:\n"
@@ -267,8 +284,15 @@ class Bench:
                 "WARNING",
             ],
         )
-        errors = open(self.workdir / f"arbiter-{mode}.log", "w")  # noqa: SIM115 (closed below)
-        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errors)
+        env = dict(os.environ)
+        if baseline:
+            assert self.baseline_code is not None
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(self.baseline_code), *filter(None, [env.get("PYTHONPATH")])]
+            )
+        log_name = f"arbiter-{'baseline-' if baseline else ''}{mode}.log"
+        errors = open(self.workdir / log_name, "w")  # noqa: SIM115 (closed below)
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=errors, env=env)
         try:
             yield process.pid, f"http://127.0.0.1:{metrics_port}/metrics"
         finally:
@@ -375,16 +399,45 @@ def ratio(a: float, b: float) -> float | None:
     return round(a / b, 2) if b > 0 else None
 
 
+def unpack_baseline(ref: str, workdir: Path) -> Path:
+    """Unpack `operator/` as of git revision `ref` into workdir; return the directory to import from."""
+    target = workdir / "baseline"
+    target.mkdir()
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", f"{ref}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if commit.returncode != 0:
+        raise SystemExit(f"--baseline {ref}: not a git revision here ({commit.stderr.strip()})")
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", commit.stdout.strip(), "operator"],
+        capture_output=True,
+        check=True,
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    log(f"  baseline: operator/ as of {ref} ({commit.stdout.strip()[:12]}) in {target}")
+    return target / "operator"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=int, default=1000, help="fixed request rate, req/s (default 1000)")
     parser.add_argument("--rate-seconds", type=int, default=8)
     parser.add_argument("--saturation-seconds", type=int, default=5)
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also measure the router as of this git revision (e.g. HEAD~1), in the same run",
+    )
     args = parser.parse_args()
 
     (ROOT / ".bench").mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="router-", dir=ROOT / ".bench"))
-    bench = Bench(workdir, args.rate, args.rate_seconds, args.saturation_seconds)
+    baseline_code = unpack_baseline(args.baseline, workdir) if args.baseline else None
+    bench = Bench(workdir, args.rate, args.rate_seconds, args.saturation_seconds, baseline_code)
+    proxies = ("nginx", "arbiter", "arbiter_baseline") if baseline_code else ("nginx", "arbiter")
     load = os.getloadavg()[0]
     log(f"router benchmark: {os.cpu_count()} CPUs, load average {load:.2f} before start, work dir {workdir}")
     log(
@@ -394,16 +447,18 @@ def main() -> int:
     )
 
     upstream = UPSTREAM_BODY.format(v1=bench.v1, v2=bench.v2, v1_reply=V1_REPLY, v2_reply=V2_REPLY)
-    results: dict[str, dict[str, tuple[Run, Run]]] = {"nginx": {}, "arbiter": {}}
+    results: dict[str, dict[str, tuple[Run, Run]]] = {proxy: {} for proxy in proxies}
     # A direct baseline right before every proxy run at the same rate: the machine is shared, and
     # a baseline taken minutes earlier measures a different machine.
-    baselines: dict[str, dict[str, Run]] = {"nginx": {}, "arbiter": {}}
+    baselines: dict[str, dict[str, Run]] = {proxy: {} for proxy in proxies}
     shadow_info: dict[str, float] = {}
     started = time.monotonic()
     with bench.nginx_server("upstream", upstream, cpu=0):
         direct_saturated = bench.measure("direct", bench.v1, sticky=False)[1]
-        for proxy in ("nginx", "arbiter"):
-            for mode in MODES:
+        # Mode by mode, every proxy back to back: a neighbour's load that comes and goes then
+        # touches the proxies of one mode alike instead of all the modes of one proxy.
+        for mode in MODES:
+            for proxy in proxies:
                 port = free_port()
                 sticky = mode == "sticky"
                 baselines[proxy][mode] = bench.at_rate(f"direct ({proxy} {mode})", bench.v1, sticky)
@@ -414,14 +469,16 @@ def main() -> int:
                     with bench.nginx_server(f"proxy-{mode}", body, cpu=1) as pid:
                         results[proxy][mode] = bench.measure(f"nginx {mode}", port, sticky, pid)
                 else:
-                    with bench.arbiter_router(mode, port) as (pid, metrics_url):
-                        results[proxy][mode] = bench.measure(f"arbiter {mode}", port, sticky, pid)
-                        if mode == "shadow":
+                    baseline = proxy == "arbiter_baseline"
+                    with bench.arbiter_router(mode, port, baseline) as (pid, metrics_url):
+                        results[proxy][mode] = bench.measure(f"{proxy} {mode}", port, sticky, pid)
+                        if mode == "shadow" and not baseline:
                             shadow_info = shadow_counts(metrics_url)
     elapsed = time.monotonic() - started
 
-    summary: dict[str, dict[str, dict[str, float | None]]] = {"nginx": {}, "arbiter": {}, "ratios": {}}
-    for proxy in ("nginx", "arbiter"):
+    summary: dict[str, dict[str, dict[str, float | None]]] = {proxy: {} for proxy in proxies}
+    summary["ratios"] = {}
+    for proxy in proxies:
         for mode in MODES:
             at_rate, saturated = results[proxy][mode]
             add50, add99 = added(at_rate, baselines[proxy][mode])
@@ -430,21 +487,36 @@ def main() -> int:
                 "added_p99_ms": round(add99, 3),
                 "max_rps": round(saturated.rps),
             }
+            per_cpu = saturated.per_cpu_second
+            if proxy != "nginx" and per_cpu is not None:
+                summary[proxy][mode]["per_cpu_second"] = round(per_cpu)
     for mode in MODES:
         a, n = summary["arbiter"][mode], summary["nginx"][mode]
         summary["ratios"][mode] = {
             "added_p99": ratio(float(a["added_p99_ms"] or 0), float(n["added_p99_ms"] or 0)),
             "max_rps": ratio(float(a["max_rps"] or 0), float(n["max_rps"] or 0)),
         }
+    if baseline_code is not None:
+        # This checkout over the --baseline code: > 1 means faster (rps) or more added latency.
+        summary["vs_baseline"] = {}
+        for mode in MODES:
+            new, old = summary["arbiter"][mode], summary["arbiter_baseline"][mode]
+            summary["vs_baseline"][mode] = {
+                "max_rps": ratio(float(new["max_rps"] or 0), float(old["max_rps"] or 0)),
+                "per_cpu_second": ratio(
+                    float(new.get("per_cpu_second") or 0), float(old.get("per_cpu_second") or 0)
+                ),
+                "added_p50": ratio(float(new["added_p50_ms"] or 0), float(old["added_p50_ms"] or 0)),
+            }
     log(f"  direct saturated {direct_saturated.describe()}")
-    for proxy in ("nginx", "arbiter"):
+    for proxy in proxies:
         per_cpu = {m: results[proxy][m][1].per_cpu_second for m in MODES}
         log(
             f"  {proxy}: requests per proxy CPU-second at saturation: "
             + ", ".join(f"{m} {v:,.0f}" if v else f"{m} n/a" for m, v in per_cpu.items())
         )
     log(f"  arbiter shadow run counters: {shadow_info}")
-    for proxy in ("nginx", "arbiter"):
+    for proxy in proxies:
         plain, shadow = summary[proxy]["plain"], summary[proxy]["shadow"]
         log(
             f"  {proxy}: shadow minus plain added latency at rate:"

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import test_router_process
 import yaml
-from test_router_process import call, metric, start_router
+from router_process_support import call, metric, start_router
 
 from arbiter.router.config import RouterConfig, Variant
 from helpers import wait_for

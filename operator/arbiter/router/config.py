@@ -56,13 +56,16 @@ class RouterConfigError(ValueError):
 
 class _Model(BaseModel):
     # camelCase on the wire (like the Kubernetes objects it sits in), snake_case in Python;
-    # unknown keys are errors so a typo never silently turns a feature off.
+    # unknown keys are errors so a typo never silently turns a feature off. YAML spells infinity
+    # and NaN (`.inf`, `.nan`); no number here means anything then (an infinite weight would make
+    # every sticky score 0), so they are refused.
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
         frozen=True,
         str_strip_whitespace=True,
+        allow_inf_nan=False,
     )
 
 
@@ -287,6 +290,11 @@ def parse_routes_yaml(text: str) -> RouterConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RouterConfigError(f"not valid YAML: {exc}") from None
+    except ValueError as exc:
+        # PyYAML's own constructors raise bare ValueErrors (a timestamp like 2001-13-01).
+        raise RouterConfigError(f"not valid YAML: {exc}") from None
+    except RecursionError:
+        raise RouterConfigError("not valid YAML: nested too deeply") from None
     return parse_routes_data(data)
 
 

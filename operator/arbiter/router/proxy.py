@@ -250,37 +250,10 @@ class Router:
         started = loop.time()
         result: tuple[UpstreamResponse, float] | None = None
         try:
-            try:
-                response = await self._upstream.request(
-                    routes.urls[variant],
-                    request.method,
-                    request.target,
-                    headers,
-                    body,
-                    routes.upstream_timeout,
-                )
-            except UpstreamError as exc:
-                self.metrics.upstream_errors.labels(routes.experiment, variant, "serve", exc.reason).inc()
-                if variant == routes.champion:
-                    return self._failed(routes, variant, exc, started)
-                # A failing challenger must not fail the user while the champion is healthy.
-                log.warning("variant %s failed (%s); retrying on champion %s", variant, exc, routes.champion)
-                self.metrics.retries.labels(routes.experiment, variant, exc.reason).inc()
-                variant = routes.champion
-                try:
-                    response = await self._upstream.request(
-                        routes.urls[variant],
-                        request.method,
-                        request.target,
-                        headers,
-                        body,
-                        routes.upstream_timeout,
-                    )
-                except UpstreamError as exc2:
-                    self.metrics.upstream_errors.labels(
-                        routes.experiment, variant, "serve", exc2.reason
-                    ).inc()
-                    return self._failed(routes, variant, exc2, started)
+            served_by = await self._serve_upstream(routes, variant, request, headers)
+            if isinstance(served_by, HTTPResponse):
+                return served_by
+            variant, response = served_by
             elapsed = loop.time() - started
             result = (response, elapsed)
         finally:
@@ -296,6 +269,36 @@ class Router:
         out_headers.append((VARIANT_HEADER, variant))
         return HTTPResponse(response.status, response.body, out_headers, response.reason)
 
+    async def _serve_upstream(
+        self, routes: _Routes, variant: str, request: HTTPRequest, headers: Headers
+    ) -> tuple[str, UpstreamResponse] | HTTPResponse:
+        """Send the request to `variant`; a challenger that fails is retried once on the champion.
+
+        Returns:
+            (the variant that answered, its response), or the 502/504 for the user when the
+            champion failed (on the first try or on the retry).
+        """
+        while True:
+            try:
+                response = await self._upstream.request(
+                    routes.urls[variant],
+                    request.method,
+                    request.target,
+                    headers,
+                    request.body,
+                    routes.upstream_timeout,
+                )
+            except UpstreamError as exc:
+                self.metrics.upstream_errors.labels(routes.experiment, variant, "serve", exc.reason).inc()
+                if variant == routes.champion:
+                    return self._failed(routes, variant, exc)
+                # A failing challenger must not fail the user while the champion is healthy.
+                log.warning("variant %s failed (%s); retrying on champion %s", variant, exc, routes.champion)
+                self.metrics.retries.labels(routes.experiment, variant, exc.reason).inc()
+                variant = routes.champion
+                continue
+            return variant, response
+
     def _choose(self, request: HTTPRequest, routes: _Routes) -> str:
         key: str | None = None
         if routes.sticky_header is not None:
@@ -306,7 +309,7 @@ class Router:
             return routes.assigner.sticky(key)
         return routes.assigner.draw()
 
-    def _failed(self, routes: _Routes, variant: str, exc: UpstreamError, started: float) -> HTTPResponse:
+    def _failed(self, routes: _Routes, variant: str, exc: UpstreamError) -> HTTPResponse:
         status = 504 if exc.reason == "timeout" else 502
         self.metrics.request_done(routes.experiment, variant, status, None)
         return _json_response(status, {"error": f"variant {variant} failed: {exc}"}, variant)

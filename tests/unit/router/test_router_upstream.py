@@ -192,6 +192,18 @@ async def test_head_response_has_no_body_even_with_a_length(raw_server) -> None:
         ([b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nsh", b"<close>"], "protocol"),
         ([b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"], "protocol"),
         ([b"HTTP/1.1 200 OK\r\nbad header line\r\n\r\n"], "protocol"),
+        # A response whose length is ambiguous is refused, as requests are (response smuggling).
+        (
+            [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"],
+            "protocol",
+        ),
+        ([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok"], "protocol"),
+        ([b"HTTP/1.1 200 OK\r\nX-A: 1\r\n folded\r\nContent-Length: 2\r\n\r\nok"], "protocol"),
+        ([b"HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nok"], "protocol"),
+        ([b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n"], "protocol"),
+        ([b"HTTP/1.1 200 OK\r\nX-Big: " + b"x" * 70_000 + b"\r\n\r\n"], "protocol"),
+        # The router follows no protocol switch.
+        ([b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n"], "protocol"),
     ],
 )
 async def test_malformed_or_truncated_responses_are_protocol_errors(raw_server, chunks, reason) -> None:
@@ -246,3 +258,16 @@ def test_strip_hop_by_hop() -> None:
         ("Upgrade", "h2c"),
     ]
     assert strip_hop_by_hop(headers) == [("X-B", "2"), ("X-B", "3")]
+
+
+async def test_bytes_after_a_response_make_the_connection_unusable(raw_server) -> None:
+    """A second response to one request means the upstream is out of step: answer, then never reuse."""
+    server = await raw_server(lambda n, req: [OK + b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"])
+    client = UpstreamClient()
+    try:
+        for _ in range(2):
+            response = await fetch(client, server.url)
+            assert (response.status, response.body) == (200, b'{"ok": 1.0}')
+        assert server.connections == 2
+    finally:
+        await client.close()
