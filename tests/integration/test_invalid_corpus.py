@@ -40,22 +40,17 @@ def test_the_corpus_has_at_least_100_cases_and_covers_every_rule() -> None:
 
 def _create_dry_run(kube_api: Any, namespace: str, manifest: dict[str, Any], strict: bool) -> tuple[int, str]:
     """POST the object as a dry run; (HTTP status, response body)."""
-    from kubernetes.client.exceptions import ApiException
-
     query = [("dryRun", "All")] + ([("fieldValidation", "Strict")] if strict else [])
-    try:
-        kube_api.call_api(
-            f"/apis/arbiter.dev/v1alpha1/namespaces/{namespace}/modelexperiments",
-            "POST",
-            query_params=query,
-            header_params={"Content-Type": "application/json", "Accept": "application/json"},
-            body=manifest,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-        )
-    except ApiException as err:
-        return int(err.status), str(err.body)
-    return 201, ""
+    _, url, headers, body, _ = kube_api.param_serialize(
+        "POST",
+        f"/apis/arbiter.dev/v1alpha1/namespaces/{namespace}/modelexperiments",
+        query_params=query,
+        header_params={"Content-Type": "application/json", "Accept": "application/json"},
+        body=manifest,
+        auth_settings=["BearerToken"],
+    )
+    response = kube_api.call_api("POST", url, headers, body)
+    return int(response.status), response.read().decode()
 
 
 @pytest.fixture(scope="module")

@@ -36,3 +36,10 @@ def test_selector_matches_like_kubectl(selector: str, labels: dict[str, str], ex
 def test_a_bad_selector_is_refused_with_its_part_named(bad: str) -> None:
     with pytest.raises(SelectorError, match="not a label selector requirement"):
         LabelSelector.parse(bad)
+
+
+def test_arbiter_run_refuses_a_bad_selector_before_starting(capsys: pytest.CaptureFixture[str]) -> None:
+    from arbiter.cli import main
+
+    assert main(["run", "--selector", "shard in a,b"]) == 2
+    assert "--selector: not a label selector requirement: 'shard in a'" in capsys.readouterr().err
