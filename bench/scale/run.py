@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import itertools
 import json
 import os
 import re
@@ -371,7 +372,7 @@ def run_one(
     intervals = []
     for times in ticks.values():
         ordered = sorted(times)
-        intervals += [b - a for a, b in zip(ordered, ordered[1:], strict=False)]
+        intervals += [b - a for a, b in itertools.pairwise(ordered)]
     ratios = [i / interval for i in intervals]
     by_variants: dict[int, list[int]] = {}
     for name, per_tick in ticks.items():
@@ -400,16 +401,16 @@ def run_one(
         "peak_rss_mb": round(rss, 1),
         "api_requests_per_tick": round(requests / tick_count, 3) if tick_count else None,
         "api_requests_by_kind": {k: int(v) for k, v in deltas.items()},
-        "prometheus_queries_per_tick": round(
-            sum(sum(v) for v in by_variants.values()) / tick_count, 3
-        )
+        "prometheus_queries_per_tick": round(sum(sum(v) for v in by_variants.values()) / tick_count, 3)
         if tick_count
         else None,
         "prometheus_queries_per_tick_by_variants": {
             str(k): round(sum(v) / len(v), 3) for k, v in sorted(by_variants.items()) if v
         },
         "seconds_until_none_pending": round(leave_pending, 1),
-        "phases_at_end": {p or "None": list(final_phases.values()).count(p) for p in set(final_phases.values())},
+        "phases_at_end": {
+            p or "None": list(final_phases.values()).count(p) for p in set(final_phases.values())
+        },
     }
     say(f"  {json.dumps(result)}")
     return result
@@ -431,9 +432,15 @@ def export_peer(ref: str, workdir: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ns", default=os.environ.get("BENCH_SCALE_NS", "50,200,500"), help="experiment counts")
-    parser.add_argument("--peer", default=os.environ.get("BENCH_SCALE_PEER"), help="git ref of a peer operator")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--ns", default=os.environ.get("BENCH_SCALE_NS", "50,200,500"), help="experiment counts"
+    )
+    parser.add_argument(
+        "--peer", default=os.environ.get("BENCH_SCALE_PEER"), help="git ref of a peer operator"
+    )
     parser.add_argument("--interval", type=float, default=None, help="analysis interval in seconds")
     parser.add_argument("--window", type=float, default=None, help="measurement window in seconds")
     parser.add_argument("--quick", action="store_true", help="one N=20 slice, 5 s interval, 30 s window")
@@ -457,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prometheus.start()
         cluster.kubectl("apply", "--server-side", "-f", str(CRD_FILE))
-        cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/modelexperiments.arbiter.dev")
+        cluster.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", "crd/modelexperiments.arbiter.dev"
+        )
         api = Api(cluster.kubeconfig)
         first_index = 0
         for n in counts:
@@ -475,8 +484,14 @@ def main(argv: list[str] | None = None) -> int:
             if "peer" in by_label:
                 peer = by_label["peer"]
                 current["peer"] = peer
-                for key in ("cpu_s_per_tick", "api_requests_per_tick", "prometheus_queries_per_tick",
-                            "interval_p95_s", "peak_rss_mb", "seconds_until_none_pending"):
+                for key in (
+                    "cpu_s_per_tick",
+                    "api_requests_per_tick",
+                    "prometheus_queries_per_tick",
+                    "interval_p95_s",
+                    "peak_rss_mb",
+                    "seconds_until_none_pending",
+                ):
                     if current.get(key) and peer.get(key):
                         current[f"{key}_vs_peer"] = round(current[key] / peer[key], 3)
             results.append(current)
