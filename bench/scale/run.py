@@ -417,7 +417,7 @@ def run_one(
 
 
 def export_peer(ref: str, workdir: Path) -> Path:
-    """The peer's ``operator/`` tree, exported from git at ``ref``."""
+    """The ``operator/`` tree at git ``ref``, exported (run with this checkout's virtualenv)."""
     commit = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", ref], check=True, capture_output=True, text=True
     ).stdout.strip()
@@ -441,6 +441,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--peer", default=os.environ.get("BENCH_SCALE_PEER"), help="git ref of a peer operator"
     )
+    parser.add_argument(
+        "--current",
+        default=os.environ.get("BENCH_SCALE_CURRENT"),
+        help="git ref to measure as 'current' (default: this checkout's operator/ as it is on disk)",
+    )
     parser.add_argument("--interval", type=float, default=None, help="analysis interval in seconds")
     parser.add_argument("--window", type=float, default=None, help="measurement window in seconds")
     parser.add_argument("--quick", action="store_true", help="one N=20 slice, 5 s interval, 30 s window")
@@ -451,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     cluster_dir = Path(tempfile.mkdtemp(prefix="cluster-", dir=workdir))
     peer_source = export_peer(args.peer, workdir) if args.peer else None
+    current_source = export_peer(args.current, workdir) if args.current else None
 
     say(f"starting the control plane in {cluster_dir}")
     cluster = up(
@@ -473,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
             interval = args.interval or (5.0 if args.quick else (10.0 if n <= 200 else 30.0))
             window = args.window or (30.0 if args.quick else max(60.0, 6 * interval))
             runs = [("peer", peer_source)] if peer_source is not None else []
-            runs.append(("current", None))
+            runs.append(("current", current_source))
             by_label: dict[str, dict[str, Any]] = {}
             for label, source in runs:
                 by_label[label] = run_one(
