@@ -53,12 +53,27 @@ def _free_port() -> int:
 
 
 class OperatorProcess:
-    """`arbiter run` as a real subprocess, the way a user runs it."""
+    """`arbiter run` as a real subprocess, the way a user runs it.
 
-    def __init__(self, kubeconfig: str, log_path: Path, env: dict[str, str] | None = None) -> None:
+    Args:
+        kubeconfig: the cluster.
+        log_path: where its output goes.
+        env: extra environment variables.
+        scope: the scope arguments (default ``--all-namespaces``), e.g. ``["-n", "team-a"]`` or
+            ``["--selector", "arbiter.dev/shard=a"]``.
+    """
+
+    def __init__(
+        self,
+        kubeconfig: str,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        scope: list[str] | None = None,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.extra_env = env or {}
+        self.scope = scope if scope is not None else ["--all-namespaces"]
         self.metrics_url = f"http://127.0.0.1:{_free_port()}/metrics"
         self.process: subprocess.Popen[bytes] | None = None
         self.liveness_url = f"http://127.0.0.1:{_free_port()}/healthz"
@@ -72,7 +87,7 @@ class OperatorProcess:
             [
                 str(arbiter),
                 "run",
-                "--all-namespaces",
+                *self.scope,
                 "--verbose",
                 "--liveness",
                 self.liveness_url,

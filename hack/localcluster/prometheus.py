@@ -50,12 +50,17 @@ class ScrapeJob:
         }
 
 
-def render_config(jobs: list[ScrapeJob]) -> str:
-    """Return a prometheus.yml (JSON is valid YAML) scraping exactly ``jobs``."""
-    config = {
-        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
-        "scrape_configs": [job.to_config() for job in jobs],
-    }
+def render_config(jobs: list[ScrapeJob], query_log_file: str | None = None) -> str:
+    """Return a prometheus.yml (JSON is valid YAML) scraping exactly ``jobs``.
+
+    Args:
+        jobs: the scrape jobs.
+        query_log_file: when set, Prometheus writes every query it evaluates to this file (JSON lines).
+    """
+    global_config: dict[str, Any] = {"scrape_interval": "15s", "evaluation_interval": "15s"}
+    if query_log_file is not None:
+        global_config["query_log_file"] = query_log_file
+    config = {"global": global_config, "scrape_configs": [job.to_config() for job in jobs]}
     return json.dumps(config, indent=2) + "\n"
 
 
@@ -76,10 +81,16 @@ class Prometheus:
             a new temp dir when None.
         port: fixed port; a free one is picked when None (and kept for restarts).
         die_with_parent: stop Prometheus if the process that started it dies (for pytest).
+        query_log: log every evaluated query to :attr:`query_log_path` (benchmarks count them).
     """
 
     def __init__(
-        self, workdir: str | Path | None = None, *, port: int | None = None, die_with_parent: bool = False
+        self,
+        workdir: str | Path | None = None,
+        *,
+        port: int | None = None,
+        die_with_parent: bool = False,
+        query_log: bool = False,
     ) -> None:
         # Absolute: Prometheus runs with this as its working directory.
         self.workdir = (
@@ -88,6 +99,7 @@ class Prometheus:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port if port is not None else procs.free_ports(1)[0]
         self.die_with_parent = die_with_parent
+        self.query_log = query_log
         self._jobs: dict[str, ScrapeJob] = {}
         self._proc: subprocess.Popen[bytes] | None = None
         self._record: procs.PidRecord | None = None
@@ -106,6 +118,11 @@ class Prometheus:
         return self.workdir / "data"
 
     @property
+    def query_log_path(self) -> Path:
+        """Where the queries are logged when ``query_log`` is on (one JSON object per line)."""
+        return self.workdir / "queries.jsonl"
+
+    @property
     def log_path(self) -> Path:
         return self.workdir / "prometheus.log"
 
@@ -116,7 +133,8 @@ class Prometheus:
 
     def _write_config(self) -> None:
         tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_text(render_config(list(self._jobs.values())))
+        query_log = str(self.query_log_path) if self.query_log else None
+        tmp.write_text(render_config(list(self._jobs.values()), query_log))
         tmp.replace(self.config_path)
 
     def start(self, timeout: float = 30.0) -> None:

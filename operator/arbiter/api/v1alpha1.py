@@ -12,7 +12,7 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 from pydantic.alias_generators import to_camel
 
 JsonDict = dict[str, JsonValue]
@@ -31,9 +31,16 @@ MAX_METRICS = 20
 MAX_QUERY_LENGTH = 4096
 MAX_NAME_LENGTH = 63
 MAX_HISTORY = 50
+MAX_SAMPLES = 10**12
 
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+#: A DNS-1123 subdomain: the name of most Kubernetes objects (Deployment, ConfigMap, HTTPRoute...).
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+#: A DNS-1035 label: the name of a Service (starts with a letter).
+DNS_1035_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+#: An HTTP token (RFC 9110): header and cookie names.
+HTTP_TOKEN_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -52,13 +59,44 @@ def parse_duration(text: str) -> float:
     return sum(float(value) * _UNIT_SECONDS[unit] for value, unit in _DURATION_PART.findall(text))
 
 
-Duration = Annotated[
-    str,
-    Field(pattern=DURATION_PATTERN, max_length=32),
-]
+def _duration_schema(minimum: str, maximum: str) -> Any:
+    """The pattern plus a CEL rule bounding a duration string, so the API server refuses e.g. ``0s``."""
+    rule = f"duration(self) >= duration('{minimum}') && duration(self) <= duration('{maximum}')"
+    return Field(
+        pattern=DURATION_PATTERN,
+        max_length=32,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {"rule": rule, "message": f"must be between {minimum} and {maximum}"}
+            ]
+        },
+    )
+
+
+def _duration_between(minimum: str, maximum: str) -> AfterValidator:
+    """The pydantic twin of :func:`_duration_schema`'s CEL rule."""
+    low, high = parse_duration(minimum), parse_duration(maximum)
+
+    def check(text: str) -> str:
+        if not low <= parse_duration(text) <= high:
+            raise ValueError(f"must be between {minimum} and {maximum}")
+        return text
+
+    return AfterValidator(check)
+
+
+# Every duration is positive and bounded: a zero or millisecond analysis interval would turn the
+# operator into a load generator against the API server and Prometheus.
+IntervalDuration = Annotated[str, _duration_schema("1s", "1h"), _duration_between("1s", "1h")]
+TimeoutDuration = Annotated[str, _duration_schema("100ms", "5m"), _duration_between("100ms", "5m")]
+HoldDuration = Annotated[str, _duration_schema("1s", "720h"), _duration_between("1s", "720h")]
+LifetimeDuration = Annotated[str, _duration_schema("1s", "8760h"), _duration_between("1s", "8760h")]
 VariantName = Annotated[str, Field(pattern=DNS_LABEL_PATTERN, min_length=1, max_length=MAX_NAME_LENGTH)]
-ObjectName = Annotated[str, Field(min_length=1, max_length=253)]
-Query = Annotated[str, Field(min_length=1, max_length=MAX_QUERY_LENGTH)]
+ObjectName = Annotated[str, Field(pattern=DNS_SUBDOMAIN_PATTERN, min_length=1, max_length=253)]
+ServiceName = Annotated[str, Field(pattern=DNS_1035_PATTERN, min_length=1, max_length=MAX_NAME_LENGTH)]
+# A query must say something: at least one non-blank character.
+Query = Annotated[str, Field(min_length=1, max_length=MAX_QUERY_LENGTH, pattern=r"\S")]
+HttpToken = Annotated[str, Field(min_length=1, max_length=256, pattern=HTTP_TOKEN_PATTERN)]
 
 
 class _Model(BaseModel):
@@ -176,7 +214,7 @@ class Variant(_Model):
         "({{variant}}) and the key of status.weights."
     )
     deployment: ObjectName = Field(description="Name of the Deployment serving this variant, same namespace.")
-    service: ObjectName | None = Field(
+    service: ServiceName | None = Field(
         default=None,
         description="Name of the Service in front of the Deployment. Required by the Router, GatewayAPI "
         "and Istio providers; the Replicas provider shares one Service across variants.",
@@ -203,10 +241,10 @@ class Stickiness(_Model):
         }
     )
 
-    header: Annotated[str, Field(max_length=256)] | None = Field(
+    header: HttpToken | None = Field(
         default=None, description="Request header whose value is the hash key, e.g. x-user-id."
     )
-    cookie: Annotated[str, Field(max_length=256)] | None = Field(
+    cookie: HttpToken | None = Field(
         default=None,
         description="Cookie whose value is the hash key. Requests without the key are assigned at random.",
     )
@@ -241,7 +279,7 @@ class IstioRouting(_Model):
     virtual_service: ObjectName = Field(
         description="VirtualService (same namespace) whose route weights are set."
     )
-    route: Annotated[str, Field(max_length=253)] | None = Field(
+    route: Annotated[str, Field(min_length=1, max_length=253, pattern=r"\S")] | None = Field(
         default=None,
         description="Name of the HTTP route inside the VirtualService to manage; the first route when unset.",
     )
@@ -257,7 +295,10 @@ class ShadowRouting(_Model):
         description="Share of champion traffic mirrored to the challenger, in percent.",
     )
     timeout_seconds: float = Field(
-        default=1.0, gt=0, le=60, description="Timeout of a mirrored request; it never delays the champion."
+        default=1.0,
+        ge=0.01,
+        le=60,
+        description="Timeout of a mirrored request; it never delays the champion.",
     )
 
 
@@ -323,21 +364,24 @@ class Step(_Model):
         description="Challenger traffic share in percent, 0 < weight <= 100. With several challengers each "
         "gets an equal part of it.",
     )
-    min_duration: Duration | None = Field(
+    min_duration: HoldDuration | None = Field(
         default=None, description="Hold the step at least this long (Kubernetes duration, e.g. 10m)."
     )
     min_samples: int | None = Field(
-        default=None, ge=0, description="Hold the step until every variant has at least this many samples."
+        default=None,
+        ge=0,
+        le=MAX_SAMPLES,
+        description="Hold the step until every variant has at least this many samples.",
     )
 
 
 class PrometheusSource(_Model):
     """Where metrics are read from."""
 
-    url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^https?://")] = Field(
+    url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^https?://[^/\s]+")] = Field(
         description="Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090."
     )
-    timeout: Duration = Field(default="10s", description="Timeout of every query.")
+    timeout: TimeoutDuration = Field(default="10s", description="Timeout of every query.")
 
 
 _PROPORTION_RULE = _cel(
@@ -496,6 +540,7 @@ class Metric(_Model):
     )
     minimum_detectable_effect: float = Field(
         gt=0,
+        le=10,
         description="Smallest relative change worth detecting (0.05 = 5%); sizes the test and the sequential "
         "mixing variance.",
     )
@@ -546,10 +591,11 @@ class SampleRatioMismatch(_Model):
 class ShadowAnalysis(_Model):
     """How long a shadow experiment is judged before it concludes."""
 
-    min_duration: Duration = Field(default="10m", description="Judge the shadow at least this long.")
+    min_duration: HoldDuration = Field(default="10m", description="Judge the shadow at least this long.")
     min_samples: int = Field(
         default=0,
         ge=0,
+        le=MAX_SAMPLES,
         description="...and until the challenger has at least this many samples (see sampleCount).",
     )
     continue_as_canary: bool = Field(
@@ -561,7 +607,7 @@ class ShadowAnalysis(_Model):
 class Analysis(_Model):
     """How and from where the experiment is judged."""
 
-    interval: Duration = Field(
+    interval: IntervalDuration = Field(
         default="30s", description="How often metrics are read and a decision is made."
     )
     prometheus: PrometheusSource = Field(description="The Prometheus server to query.")
@@ -607,7 +653,7 @@ class DecisionPolicy(_Model):
 
     on_win: OnWin = Field(default=OnWin.PROMOTE, description="Promote, or Pause for a manual promote.")
     on_loss: OnLoss = Field(default=OnLoss.ROLLBACK, description="Rollback, or Pause for a human to look.")
-    max_duration: Duration = Field(default="168h", description="Longest the experiment may run.")
+    max_duration: LifetimeDuration = Field(default="168h", description="Longest the experiment may run.")
     on_timeout: OnTimeout = Field(
         default=OnTimeout.KEEP_CHAMPION,
         description="KeepChampion (champion 100%, phase Concluded) or Pause when maxDuration passes.",

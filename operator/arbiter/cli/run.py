@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 
@@ -20,6 +21,14 @@ def register(subparsers: Any) -> None:
         help="watch only this namespace (repeatable; glob patterns allowed)",
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
+    parser.add_argument(
+        "-l",
+        "--selector",
+        default=None,
+        metavar="SELECTOR",
+        help="handle only ModelExperiments whose labels match this selector (kubectl -l syntax, e.g. "
+        "arbiter.dev/shard=a): shard experiments over replicas with disjoint selectors",
+    )
     parser.add_argument(
         "--liveness",
         default=None,
@@ -49,6 +58,13 @@ def run(args: argparse.Namespace) -> int:
     import kopf
 
     import arbiter.main  # noqa: F401  (registers the handlers)
+    from arbiter.handlers import shard
+
+    try:
+        shard.configure(args.selector)
+    except shard.SelectorError as err:
+        print(f"arbiter run: --selector: {err}", file=sys.stderr)
+        return 2
 
     if args.metrics_port is not None:
         from prometheus_client import start_http_server

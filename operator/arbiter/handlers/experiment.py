@@ -1,7 +1,9 @@
 """Kopf handlers for ModelExperiment: read, ask the decision core, route, write status. Nothing else.
 
-One daemon per experiment runs the loop. Every tick re-reads the object from the API server (so a
-restart resumes from status, never from memory), admits it (workloads ready?), reads the metrics,
+One daemon per experiment runs the loop. Every tick starts from the object as Kopf's watch last
+delivered it (so a restart resumes from status, never from memory; the API server is asked only when
+the watch has not yet delivered this loop's own last status write), admits it (workloads ready?
+answered from the Deployment and Service indexes of :mod:`arbiter.handlers.workloads`), reads the metrics,
 asks :func:`arbiter.rollout.engine.step` what to do, applies the traffic through the routing provider
 and only then writes the status: a route that could not be applied is never recorded as done.
 Spec and annotation changes wake the loop at once.
@@ -10,10 +12,12 @@ Spec and annotation changes wake the loop at once.
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as dt
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import kopf
@@ -31,10 +35,11 @@ from arbiter.api import (
 )
 from arbiter.api.conditions import set_condition
 from arbiter.api.timestamps import now_rfc3339
-from arbiter.handlers import telemetry
+from arbiter.handlers import telemetry, workloads
 from arbiter.handlers.observe import read_observations
+from arbiter.handlers.shard import in_shard
 from arbiter.k8s import experiments as k8s_experiments
-from arbiter.metrics import provider_for as metrics_provider_for
+from arbiter.metrics import shared_provider_for as metrics_provider_for
 from arbiter.rollout.controls import Controls
 from arbiter.rollout.engine import step as engine_step
 from arbiter.rollout.lifecycle import Event, admit
@@ -46,6 +51,8 @@ from arbiter.routing import provider_for as routing_provider_for
 FINALIZER = f"{GROUP}/finalizer"
 #: How often an experiment that is not progressing yet (Pending/Failed) or finished is looked at again.
 RESYNC_SECONDS = float(os.environ.get("ARBITER_RESYNC_SECONDS", "5"))
+#: Threads for blocking calls (API server, Prometheus); every tick's I/O waits in one of them.
+WORKER_THREADS = int(os.environ.get("ARBITER_WORKER_THREADS", "32"))
 
 
 @kopf.on.startup()
@@ -61,19 +68,27 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = 90
 
 
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.on.startup()
+async def size_thread_pool(**_: Any) -> None:
+    """Blocking calls run in the loop's default executor; its default of cores + 4 threads queues ticks."""
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="arbiter-io")
+    )
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", when=in_shard)
 def wake_on_spec_change(memo: kopf.Memo, **_: Any) -> None:
     """A spec change is acted on at once, not at the next tick."""
     _wakeup(memo).set()
 
 
-@kopf.on.field(GROUP, VERSION, PLURAL, field="metadata.annotations")
+@kopf.on.field(GROUP, VERSION, PLURAL, field="metadata.annotations", when=in_shard)
 def wake_on_annotation_change(memo: kopf.Memo, **_: Any) -> None:
     """Manual control annotations (arbiter.dev/promote, abort, retry, resume) are acted on at once."""
     _wakeup(memo).set()
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10)
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10, when=in_shard)
 async def experiment_loop(
     stopped: kopf.DaemonStopped,
     name: str,
@@ -81,15 +96,20 @@ async def experiment_loop(
     body: kopf.Body,
     memo: kopf.Memo,
     logger: kopf.Logger,
-    **_: Any,
+    **indexes: Any,
 ) -> None:
-    """Look at the experiment every tick until it is deleted or the operator stops."""
+    """Look at the experiment every tick until it is deleted or the operator stops.
+
+    Ticks start ``delay`` apart (the time a tick takes is not added to the interval).
+    """
     wakeup = _wakeup(memo)
+    # Kopf passes every index as a keyword named after its function (arbiter.handlers.workloads).
+    known = Workloads(indexes["deployment_replicas"], indexes["service_names"])
     while not stopped:
         wakeup.clear()
         started = time.monotonic()
         try:
-            delay = await tick(namespace or "", name, body, logger)
+            delay = await tick(namespace or "", name, body, logger, known, memo)
         except Exception as exc:  # never let one bad object kill its loop: log, back off, retry
             logger.exception("tick failed for %s/%s: %s", namespace, name, exc)
             delay = RESYNC_SECONDS
@@ -101,7 +121,11 @@ async def experiment_loop(
         waiter = asyncio.ensure_future(wakeup.wait())
         stopper = asyncio.ensure_future(stopped.wait())
         try:
-            await asyncio.wait({waiter, stopper}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {waiter, stopper},
+                timeout=max(0.0, delay - (time.monotonic() - started)),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         finally:
             waiter.cancel()
             stopper.cancel()
@@ -111,7 +135,7 @@ async def experiment_loop(
 DELETE_ATTEMPTS = 5
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL)
+@kopf.on.delete(GROUP, VERSION, PLURAL, when=in_shard)
 def on_delete(
     name: str,
     namespace: str | None,
@@ -152,16 +176,33 @@ def on_delete(
     logger.info("experiment deleted while %s: all traffic back to %s", phase, parsed.champion.name)
 
 
-async def tick(namespace: str, name: str, ref: kopf.Body, logger: kopf.Logger) -> float | None:
+class Workloads:
+    """The Deployment and Service indexes a tick checks the variants against."""
+
+    def __init__(self, deployments: kopf.Index[Any, Any], services: kopf.Index[Any, Any]) -> None:
+        self.deployments = deployments
+        self.services = services
+
+
+async def tick(
+    namespace: str,
+    name: str,
+    ref: kopf.Body,
+    logger: kopf.Logger,
+    indexes: Workloads,
+    memo: kopf.Memo,
+) -> float | None:
     """One look at the experiment. Returns seconds until the next look, or None when it is gone.
 
     Args:
         namespace: the experiment's namespace.
         name: the experiment's name.
-        ref: Kopf's body of the object, used only to address Events.
+        ref: Kopf's live body of the object (kept current by the watch); also addresses Events.
         logger: Kopf's per-object logger.
+        indexes: what the watches know about Deployments and Services.
+        memo: Kopf's per-object memo (remembers this loop's last status write).
     """
-    body = await asyncio.to_thread(k8s_experiments.get_experiment, namespace, name)
+    body = await _current(namespace, name, ref, memo)
     if body is None:
         return None
     meta = body.get("metadata", {})
@@ -170,7 +211,7 @@ async def tick(namespace: str, name: str, ref: kopf.Body, logger: kopf.Logger) -
     spec, spec_error = _parse(body.get("spec") or {})
     problems: list[str] = []
     if spec is not None:
-        states = await asyncio.to_thread(k8s_experiments.workload_states, namespace, spec.variants)
+        states = workloads.workload_states(namespace, spec.variants, indexes.deployments, indexes.services)
         problems = [p for state in states for p in state.problems]
     admitted = admit(
         status=before,
@@ -182,7 +223,7 @@ async def tick(namespace: str, name: str, ref: kopf.Body, logger: kopf.Logger) -
     )
     phase = admitted.status.get("phase")
     if spec is None or phase in (None, Phase.PENDING.value, Phase.FAILED.value):
-        await _write(body, ref, before, admitted.status, admitted.events, logger)
+        await _write(body, ref, before, admitted.status, admitted.events, logger, memo)
         return RESYNC_SECONDS
 
     controls = Controls.from_annotations(meta.get("annotations"))
@@ -204,12 +245,12 @@ async def tick(namespace: str, name: str, ref: kopf.Body, logger: kopf.Logger) -
             now_rfc3339(),
             generation,
         )
-        await _write(body, ref, before, status, [Event("Warning", "RoutingFailed", str(exc))], logger)
+        await _write(body, ref, before, status, [Event("Warning", "RoutingFailed", str(exc))], logger, memo)
         return parse_duration(spec.analysis.interval)
     new_status = dict(plan.status)
     if routed is not None:
         new_status["traffic"] = routed
-    await _write(body, ref, before, new_status, events, logger)
+    await _write(body, ref, before, new_status, events, logger, memo)
     if new_status.get("phase") in {p.value for p in TERMINAL_PHASES}:
         return max(RESYNC_SECONDS, parse_duration(spec.analysis.interval))
     return parse_duration(spec.analysis.interval)
@@ -227,13 +268,9 @@ def _decide(
     if status.get("phase") in {p.value for p in TERMINAL_PHASES}:
         observations = Observations()
     else:
+        # One provider (one HTTP session) per Prometheus configuration, reused by every tick.
         provider = metrics_provider_for(spec.analysis)
-        try:
-            observations = read_observations(provider, spec, namespace, name)
-        finally:
-            close = getattr(provider, "close", None)
-            if callable(close):
-                close()
+        observations = read_observations(provider, spec, namespace, name)
         telemetry.QUERY_ERRORS.inc(len(observations.errors()))
     return engine_step(spec, status, observations, dt.datetime.now(dt.UTC), controls, generation)
 
@@ -268,6 +305,23 @@ def _route(
     return {"verified": verdict.outcome.value, "reason": verdict.reason, "weights": action.weights}
 
 
+async def _current(namespace: str, name: str, live: kopf.Body, memo: kopf.Memo) -> dict[str, Any] | None:
+    """The object to decide on: Kopf's live body, unless it predates this loop's last status write.
+
+    The watch delivers our own write a moment after it returns; until it has, the live body still
+    carries the status we replaced, and deciding on it would repeat the last tick's actions. Then the
+    object our write returned is used, or, if that is not at hand, the API server is asked.
+    """
+    snapshot = copy.deepcopy(dict(live))
+    written = memo.get("written")
+    if written is None or snapshot.get("metadata", {}).get("resourceVersion") != written[0]:
+        return snapshot
+    stored: dict[str, Any] | None = written[1]
+    if stored is not None:
+        return copy.deepcopy(stored)
+    return await asyncio.to_thread(k8s_experiments.get_experiment, namespace, name)
+
+
 async def _write(
     body: dict[str, Any],
     ref: kopf.Body,
@@ -275,12 +329,18 @@ async def _write(
     status: dict[str, Any],
     events: list[Event] | tuple[Event, ...],
     logger: kopf.Logger,
+    memo: kopf.Memo,
 ) -> None:
     """Write status when it changed, then post the events."""
     meta = body["metadata"]
     telemetry.record_phase(meta["namespace"], meta["name"], status.get("phase"))
     if status != before:
-        await asyncio.to_thread(k8s_experiments.replace_status, meta["namespace"], meta["name"], status)
+        # Until the watch delivers this write, the live body still has meta's resourceVersion.
+        memo["written"] = (meta.get("resourceVersion"), None)
+        stored = await asyncio.to_thread(
+            k8s_experiments.replace_status, meta["namespace"], meta["name"], status
+        )
+        memo["written"] = (meta.get("resourceVersion"), stored)
     for event in events:
         logger.info("%s: %s", event.reason, event.message)
         kopf.event(ref, type=event.type, reason=event.reason, message=event.message[:1024])

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, cast
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from arbiter.api import GROUP, PLURAL, VERSION, Variant
+from arbiter.api import GROUP, PLURAL, VERSION
 from arbiter.k8s.config import api_client
 
 
@@ -41,48 +40,6 @@ def get_experiment(namespace: str, name: str) -> dict[str, Any] | None:
             return None
         raise
     return cast(dict[str, Any], result)
-
-
-@dataclass(frozen=True)
-class WorkloadState:
-    """Whether one variant's Deployment and Service exist and are ready."""
-
-    variant: str
-    problems: tuple[str, ...]
-
-    @property
-    def ready(self) -> bool:
-        """True when nothing is missing or unready."""
-        return not self.problems
-
-
-def workload_states(namespace: str, variants: list[Variant]) -> list[WorkloadState]:
-    """Check every variant's Deployment (exists, all replicas ready) and Service (exists)."""
-    apps = client.AppsV1Api(api_client())
-    core = client.CoreV1Api(api_client())
-    states = []
-    for variant in variants:
-        problems: list[str] = []
-        try:
-            deployment = apps.read_namespaced_deployment(variant.deployment, namespace)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            problems.append(f"Deployment {variant.deployment} not found")
-        else:
-            wanted = deployment.spec.replicas if deployment.spec.replicas is not None else 1
-            ready = (deployment.status.ready_replicas or 0) if deployment.status else 0
-            if wanted > 0 and ready < wanted:
-                problems.append(f"Deployment {variant.deployment} has {ready}/{wanted} ready replicas")
-        if variant.service is not None:
-            try:
-                core.read_namespaced_service(variant.service, namespace)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-                problems.append(f"Service {variant.service} not found")
-        states.append(WorkloadState(variant.name, tuple(problems)))
-    return states
 
 
 def list_experiments(namespace: str | None) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ from arbiter.metrics.registry import (
     provider_for,
     provider_names,
     register_provider,
+    shared_provider_for,
 )
 from arbiter.metrics.template import QueryStrategy, TemplateError, plan_queries, render
 
@@ -58,4 +59,5 @@ __all__ = [
     "provider_names",
     "register_provider",
     "render",
+    "shared_provider_for",
 ]

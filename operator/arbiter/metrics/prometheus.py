@@ -20,6 +20,7 @@ from typing import Any
 import requests
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_api_client.prometheus_connect import PrometheusConnect
+from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from arbiter.metrics.base import ErrorKind, QueryContext, QueryPath, QueryResult
@@ -27,6 +28,8 @@ from arbiter.metrics.template import VARIANT_LABEL, QueryStrategy, plan_queries
 
 __all__ = ["PrometheusProvider"]
 
+#: Connections kept open per Prometheus server (at least the operator's worker threads).
+POOL_SIZE = 32
 _STATUS_MESSAGE = re.compile(r"HTTP Status Code (\d+) \((.*)\)", re.DOTALL)
 # After these, the rest of the same call would only wait for the same dead server.
 _TRANSPORT_ERRORS = frozenset({ErrorKind.UNREACHABLE, ErrorKind.TIMEOUT})
@@ -138,11 +141,20 @@ class PrometheusProvider:
         self.by_variant = by_variant
         self._clock = clock
         # requests' own default (no retries, read errors raised as themselves) instead of the library's.
+        retry = Retry(total=0, read=False)
+        # One session for the provider's life: connections stay open between queries and ticks. The
+        # library mounts a 10-connection adapter on the URL; ours, on the longer prefix, wins, and
+        # keeps enough connections for every worker thread querying at once.
+        session = requests.Session()
+        session.mount(
+            self.url + "/", HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=POOL_SIZE)
+        )
         self._client = PrometheusConnect(
             url=self.url,
             headers=dict(headers or {}),
-            retry=Retry(total=0, read=False),
+            retry=retry,
             timeout=self.timeout,  # type: ignore[arg-type]  # annotated int; requests takes a float
+            session=session,
         )
 
     def close(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +18,7 @@ __all__ = [
     "provider_for",
     "provider_names",
     "register_provider",
+    "shared_provider_for",
 ]
 
 ProviderFactory = Callable[..., MetricsProvider]
@@ -65,3 +68,32 @@ def provider_for(analysis: Analysis) -> MetricsProvider:
     """The provider an experiment's ``spec.analysis`` asks for (Prometheus, with its URL and timeout)."""
     source = analysis.prometheus
     return create_provider(PrometheusProvider.name, url=source.url, timeout=parse_duration(source.timeout))
+
+
+#: Distinct Prometheus configurations whose providers (and HTTP connection pools) are kept.
+SHARED_PROVIDERS = 64
+_shared: OrderedDict[str, MetricsProvider] = OrderedDict()
+_shared_lock = threading.Lock()
+
+
+def shared_provider_for(analysis: Analysis) -> MetricsProvider:
+    """Like :func:`provider_for`, but one provider per distinct ``spec.analysis.prometheus``, reused.
+
+    Every experiment pointing at the same Prometheus with the same settings shares one provider and so
+    one HTTP session (its connections stay open across ticks). Providers are safe to use from several
+    threads at once (requests' connection pool is). The least recently used of more than
+    :data:`SHARED_PROVIDERS` configurations is dropped (not closed: a tick may still be using it).
+    """
+    key = analysis.prometheus.model_dump_json()
+    with _shared_lock:
+        provider = _shared.get(key)
+        if provider is not None:
+            _shared.move_to_end(key)
+            return provider
+    provider = provider_for(analysis)
+    with _shared_lock:
+        provider = _shared.setdefault(key, provider)
+        _shared.move_to_end(key)
+        while len(_shared) > SHARED_PROVIDERS:
+            _shared.popitem(last=False)
+    return provider
