@@ -4,6 +4,9 @@ One daemon per experiment runs the loop. Every tick re-reads the object from the
 restart resumes from status, never from memory), admits it (workloads ready?), reads the metrics,
 asks :func:`arbiter.rollout.engine.step` what to do, applies the traffic through the routing provider
 and only then writes the status: a route that could not be applied is never recorded as done.
+The status write carries the resourceVersion the tick read: if anyone changed the object meanwhile
+(a user, a GitOps tool, another replica) the write is refused and the tick is taken again from a
+fresh read, so a decision made on stale data is never stored over a newer one.
 Spec and annotation changes wake the loop at once.
 """
 
@@ -44,6 +47,8 @@ from arbiter.routing import provider_for as routing_provider_for
 FINALIZER = f"{GROUP}/finalizer"
 #: How often an experiment that is not progressing yet (Pending/Failed) or finished is looked at again.
 RESYNC_SECONDS = float(os.environ.get("ARBITER_RESYNC_SECONDS", "5"))
+#: How soon a tick whose status write was refused as stale (409) is taken again from a fresh read.
+STALE_RETRY_SECONDS = 0.2
 
 
 @kopf.on.startup()
@@ -88,6 +93,9 @@ async def experiment_loop(
         started = time.monotonic()
         try:
             delay = await tick(namespace or "", name, body, logger)
+        except k8s_experiments.StaleStatusError as exc:
+            logger.info("%s; deciding again from a fresh read", exc)
+            delay = STALE_RETRY_SECONDS
         except Exception as exc:  # never let one bad object kill its loop: log, back off, retry
             logger.exception("tick failed for %s/%s: %s", namespace, name, exc)
             delay = RESYNC_SECONDS
@@ -274,11 +282,21 @@ async def _write(
     events: list[Event] | tuple[Event, ...],
     logger: kopf.Logger,
 ) -> None:
-    """Write status when it changed, then post the events."""
+    """Write status when it changed (only over the version it was decided from), then post the events.
+
+    Raises:
+        StaleStatusError: the object changed since ``body`` was read; nothing was written or posted.
+    """
     meta = body["metadata"]
-    telemetry.record_phase(meta["namespace"], meta["name"], status.get("phase"))
     if status != before:
-        await asyncio.to_thread(k8s_experiments.replace_status, meta["namespace"], meta["name"], status)
+        await asyncio.to_thread(
+            k8s_experiments.replace_status,
+            meta["namespace"],
+            meta["name"],
+            status,
+            resource_version=meta["resourceVersion"],
+        )
+    telemetry.record_phase(meta["namespace"], meta["name"], status.get("phase"))
     for event in events:
         logger.info("%s: %s", event.reason, event.message)
         kopf.event(ref, type=event.type, reason=event.reason, message=event.message[:1024])
