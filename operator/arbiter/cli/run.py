@@ -134,7 +134,101 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="time between attempts to acquire or renew [$ARBITER_LEADER_ELECTION_RETRY_PERIOD; default 2]",
     )
+
+    prom = parser.add_argument_group(
+        "default Prometheus connection",
+        "Used by experiments that leave spec.analysis.prometheus.url out (or name this same URL). "
+        "Credentials come from files (mount a Secret into the pod), never from flag values.",
+    )
+    prom.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("ARBITER_PROMETHEUS_URL") or None,
+        metavar="URL",
+        help="default Prometheus base URL [$ARBITER_PROMETHEUS_URL]",
+    )
+    prom.add_argument(
+        "--prometheus-bearer-token-file",
+        default=os.environ.get("ARBITER_PROMETHEUS_BEARER_TOKEN_FILE") or None,
+        metavar="FILE",
+        help="send the token in FILE (re-read every tick) [$ARBITER_PROMETHEUS_BEARER_TOKEN_FILE]",
+    )
+    prom.add_argument(
+        "--prometheus-basic-auth-username",
+        default=os.environ.get("ARBITER_PROMETHEUS_BASIC_AUTH_USERNAME") or None,
+        metavar="USER",
+        help="basic auth user [$ARBITER_PROMETHEUS_BASIC_AUTH_USERNAME]",
+    )
+    prom.add_argument(
+        "--prometheus-basic-auth-password-file",
+        default=os.environ.get("ARBITER_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE") or None,
+        metavar="FILE",
+        help="basic auth password, read from FILE [$ARBITER_PROMETHEUS_BASIC_AUTH_PASSWORD_FILE]",
+    )
+    prom.add_argument(
+        "--prometheus-ca-file",
+        default=os.environ.get("ARBITER_PROMETHEUS_CA_FILE") or None,
+        metavar="FILE",
+        help="PEM CA bundle that signed Prometheus' certificate [$ARBITER_PROMETHEUS_CA_FILE]",
+    )
+    prom.add_argument(
+        "--prometheus-insecure-skip-verify",
+        action=argparse.BooleanOptionalAction,
+        default=_env_bool("ARBITER_PROMETHEUS_INSECURE_SKIP_VERIFY", False),
+        help="do not verify Prometheus' certificate [$ARBITER_PROMETHEUS_INSECURE_SKIP_VERIFY]",
+    )
+    prom.add_argument(
+        "--prometheus-header",
+        action="append",
+        default=None,
+        metavar="NAME=VALUE",
+        help="extra header, e.g. X-Scope-OrgID=tenant-a (repeatable) [$ARBITER_PROMETHEUS_HEADERS, "
+        "comma-separated NAME=VALUE pairs]",
+    )
+    prom.add_argument(
+        "--prometheus-credentials-dir",
+        action="append",
+        default=None,
+        metavar="DIR",
+        help="a directory below which files named in experiment specs (bearerToken.file, tls.caFile) "
+        "may be read (repeatable) [$ARBITER_PROMETHEUS_CREDENTIALS_DIRS, colon-separated; default "
+        "/etc/arbiter/prometheus]",
+    )
     parser.set_defaults(func=run)
+
+
+def default_prometheus_connection(args: argparse.Namespace) -> Any:
+    """The :class:`~arbiter.metrics.DefaultConnection` the flags (and their variables) describe.
+
+    Raises:
+        ValueError: inconsistent options (the message says which).
+    """
+    from arbiter.metrics import DefaultConnection
+    from arbiter.metrics.connection import DEFAULT_CREDENTIALS_DIR
+
+    pairs = args.prometheus_header
+    if pairs is None:
+        raw = os.environ.get("ARBITER_PROMETHEUS_HEADERS", "")
+        pairs = [p for p in raw.split(",") if p.strip()]
+    headers: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--prometheus-header wants NAME=VALUE, got {pair.split('=')[0]!r}...")
+        headers[name.strip()] = value.strip()
+    dirs = args.prometheus_credentials_dir
+    if dirs is None:
+        raw = os.environ.get("ARBITER_PROMETHEUS_CREDENTIALS_DIRS", DEFAULT_CREDENTIALS_DIR)
+        dirs = [d for d in raw.split(":") if d]
+    return DefaultConnection(
+        url=args.prometheus_url,
+        bearer_token_file=args.prometheus_bearer_token_file,
+        basic_auth_username=args.prometheus_basic_auth_username,
+        basic_auth_password_file=args.prometheus_basic_auth_password_file,
+        ca_file=args.prometheus_ca_file,
+        insecure_skip_verify=args.prometheus_insecure_skip_verify,
+        headers=headers,
+        credentials_dirs=tuple(dirs),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,7 +237,13 @@ def run(args: argparse.Namespace) -> int:
 
     import arbiter.main  # noqa: F401  (registers the handlers)
     from arbiter.handlers import telemetry
+    from arbiter.metrics import set_default_connection
 
+    try:
+        set_default_connection(default_prometheus_connection(args))
+    except ValueError as err:
+        print(f"arbiter run: {err}", file=sys.stderr)
+        return 2
     kopf.configure(verbose=args.verbose)
     if args.metrics_port is not None:
         from prometheus_client import start_http_server

@@ -233,7 +233,7 @@ def _decide(
     if status.get("phase") in {p.value for p in TERMINAL_PHASES}:
         observations = Observations()
     else:
-        provider = metrics_provider_for(spec.analysis)
+        provider = metrics_provider_for(spec.analysis, namespace)
         try:
             observations = read_observations(provider, spec, namespace, name)
         finally:

@@ -2,7 +2,7 @@
 
 Public surface::
 
-    provider = provider_for(spec.analysis)           # or create_provider("prometheus", url=..., timeout=...)
+    provider = provider_for(spec.analysis, namespace) # or create_provider("prometheus", url=..., timeout=...)
     context = QueryContext(experiment=name, namespace=namespace)
     provider.query_per_variant(guardrail.query, context, ["champion", "challenger"])  # -> {variant: Observation}
     collect_metric(provider, spec.analysis.primary, context, variants)               # -> {variant: MetricSample}
@@ -26,19 +26,26 @@ from arbiter.metrics.collect import (
     collect_metric,
     metric_queries,
 )
+from arbiter.metrics.connection import Connection, CredentialsError, DefaultConnection, resolve_connection
 from arbiter.metrics.prometheus import PrometheusProvider
 from arbiter.metrics.registry import (
+    UnavailableProvider,
     UnknownProviderError,
     create_provider,
+    default_connection,
     provider_for,
     provider_names,
     register_provider,
+    set_default_connection,
 )
 from arbiter.metrics.template import QueryPlan, TemplateError, plan_queries, render
 
 __all__ = [
     "MEAN_FIELDS",
     "PROPORTION_FIELDS",
+    "Connection",
+    "CredentialsError",
+    "DefaultConnection",
     "ErrorKind",
     "MetricSample",
     "MetricsProvider",
@@ -49,13 +56,17 @@ __all__ = [
     "QueryPath",
     "QueryPlan",
     "TemplateError",
+    "UnavailableProvider",
     "UnknownProviderError",
     "collect_metric",
     "create_provider",
+    "default_connection",
     "metric_queries",
     "plan_queries",
     "provider_for",
     "provider_names",
     "register_provider",
     "render",
+    "resolve_connection",
+    "set_default_connection",
 ]

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from arbiter.api.v1alpha1 import Analysis, parse_duration
-from arbiter.metrics.base import MetricsProvider
+from arbiter.api.v1alpha1 import Analysis
+from arbiter.metrics.base import ErrorKind, MetricsProvider, Observation, QueryContext
+from arbiter.metrics.connection import CredentialsError, DefaultConnection, SecretReader, resolve_connection
 from arbiter.metrics.prometheus import PrometheusProvider
 
 __all__ = [
     "ProviderFactory",
+    "UnavailableProvider",
     "UnknownProviderError",
     "create_provider",
+    "default_connection",
     "provider_for",
     "provider_names",
     "register_provider",
+    "set_default_connection",
 ]
 
 ProviderFactory = Callable[..., MetricsProvider]
@@ -61,7 +65,74 @@ def create_provider(name: str, **settings: Any) -> MetricsProvider:
     return factory(**settings)
 
 
-def provider_for(analysis: Analysis) -> MetricsProvider:
-    """The provider an experiment's ``spec.analysis`` asks for (Prometheus, with its URL and timeout)."""
-    source = analysis.prometheus
-    return create_provider(PrometheusProvider.name, url=source.url, timeout=parse_duration(source.timeout))
+def provider_for(
+    analysis: Analysis,
+    namespace: str = "",
+    *,
+    read_secret: SecretReader | None = None,
+    defaults: DefaultConnection | None = None,
+) -> MetricsProvider:
+    """The provider an experiment's ``spec.analysis`` asks for: Prometheus, with its connection resolved.
+
+    Never raises for a connection that cannot be set up (no URL, a Secret missing or forbidden): the
+    provider returned then answers every query with a ``Credentials`` error that says why, so the
+    experiment reports it in its conditions like any other failed query and never acts on it.
+
+    Args:
+        analysis: the experiment's ``spec.analysis``.
+        namespace: the experiment's namespace (where its Secrets live).
+        read_secret: reads one Secret key; the API server through ``arbiter.k8s.secrets`` by default.
+        defaults: the operator's default connection; the one set by :func:`set_default_connection`.
+    """
+    if read_secret is None:
+        from arbiter.k8s.secrets import read_secret_key
+
+        read_secret = read_secret_key
+    try:
+        connection = resolve_connection(
+            analysis.prometheus, namespace, defaults or _default_connection, read_secret
+        )
+    except CredentialsError as err:
+        return UnavailableProvider(f"Prometheus connection: {err}")
+    return PrometheusProvider.from_connection(connection)
+
+
+_default_connection = DefaultConnection()
+
+
+def set_default_connection(defaults: DefaultConnection) -> None:
+    """Set the operator's default Prometheus connection (`arbiter run --prometheus-*`)."""
+    global _default_connection
+    _default_connection = defaults
+
+
+def default_connection() -> DefaultConnection:
+    """The operator's default Prometheus connection."""
+    return _default_connection
+
+
+class UnavailableProvider:
+    """A provider whose connection could not be set up: every query is an ERROR saying why.
+
+    Args:
+        reason: why, naming the Secret, key or file (never a value).
+    """
+
+    name = "unavailable"
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"UnavailableProvider({self.reason!r})"
+
+    def query_per_variant(
+        self, template: str, context: QueryContext, variants: Sequence[str]
+    ) -> dict[str, Observation]:
+        """An ERROR of kind ``Credentials`` for every variant; nothing is sent."""
+        error = Observation.error(ErrorKind.CREDENTIALS, self.reason, query=template)
+        return dict.fromkeys(variants, error)
+
+    def is_online(self) -> bool:
+        """Never."""
+        return False
