@@ -304,7 +304,15 @@ def _run_with_leader_election(args: argparse.Namespace, options: dict[str, Any])
     leader.install(elector)
     telemetry.LEADER.set(1)
     elector.start_renewing(_exit_now)
+
+    @kopf.on.cleanup()
+    def _unblock_stop_flag(**_: Any) -> None:
+        # Kopf waits for a threading.Event stop flag in an executor thread; when a signal (not the
+        # flag) stops it, that thread would block the event loop's shutdown forever.
+        stop.set()
+
     try:
+        # The stop flag covers a SIGTERM that arrives before Kopf installs its own signal handlers.
         kopf.run(**options, stop_flag=stop)
     finally:
         # Kopf has stopped (its daemons too): nothing writes after the release.

@@ -33,10 +33,11 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from kubernetes import client, watch
 from kubernetes.client import ApiClient
 
 from arbiter.k8s.fencing import NotLeaderError, fence, install
@@ -117,6 +118,10 @@ class LeaseStore(Protocol):
         """Replace the Lease; :class:`ConflictError` when ``metadata.resourceVersion`` is stale."""
         ...
 
+    def watch(self, namespace: str, name: str, stop: threading.Event) -> Iterator[dict[str, Any] | None]:
+        """Yield the Lease at every change (None when deleted) until ``stop`` is set or the stream ends."""
+        ...
+
 
 class _ApiLeaseStore(TrafficClient):
     """:class:`LeaseStore` on the API server (POST and a resourceVersion-guarded PUT)."""
@@ -131,6 +136,27 @@ class _ApiLeaseStore(TrafficClient):
     def replace(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         path = LEASES.path(namespace, name)
         return self._request("PUT", path, body, "application/json", {"fieldManager": self.field_manager})
+
+    def watch(self, namespace: str, name: str, stop: threading.Event) -> Iterator[dict[str, Any] | None]:
+        api = client.CoordinationV1Api(self._api)
+        stream = watch.Watch()  # type: ignore[no-untyped-call]
+        try:
+            for event in stream.stream(  # type: ignore[no-untyped-call]
+                api.list_namespaced_lease,
+                namespace,
+                field_selector=f"metadata.name={name}",
+                timeout_seconds=60,
+                _request_timeout=(10, 75),
+            ):
+                if stop.is_set():
+                    return
+                kind = event.get("type")
+                if kind == "DELETED":
+                    yield None
+                elif kind in ("ADDED", "MODIFIED"):
+                    yield event.get("raw_object") or {}
+        finally:
+            stream.stop()  # type: ignore[no-untyped-call]
 
 
 def _micro_time(moment: dt.datetime) -> str:
@@ -170,6 +196,7 @@ class LeaderElector:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stopping: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _watcher: threading.Thread | None = None
 
     def __post_init__(self) -> None:
         if self.store is None:
@@ -302,18 +329,65 @@ class LeaderElector:
         return False
 
     def start_renewing(self, on_lost: Callable[[str], None]) -> None:
-        """Renew from a daemon thread every retry period; call ``on_lost(reason)`` once if leadership ends.
+        """Renew every retry period and watch the Lease, from daemon threads; call ``on_lost(reason)``
+        once when leadership ends (a renewal finds another holder or misses the renew deadline, or the
+        watch sees the holder change).
 
-        ``on_lost`` runs in the renewal thread. The operator's exits the process there, so a replica
+        ``on_lost`` runs in one of those threads. The operator exits the process there, so a replica
         that lost the Lease never writes again.
         """
         if self._thread is not None:
             raise RuntimeError("already renewing")
         self._stopping.clear()
+        report = self._once(on_lost)
         self._thread = threading.Thread(
-            target=self._renew_loop, args=(on_lost,), name="leader-lease-renew", daemon=True
+            target=self._renew_loop, args=(report,), name="leader-lease-renew", daemon=True
         )
         self._thread.start()
+        self._watcher = threading.Thread(
+            target=self._watch_loop, args=(report,), name="leader-lease-watch", daemon=True
+        )
+        self._watcher.start()
+
+    def _once(self, on_lost: Callable[[str], None]) -> Callable[[str], None]:
+        reported = threading.Event()
+
+        def report(reason: str) -> None:
+            with self._lock:
+                self._lost = self._lost or reason
+                if reported.is_set():
+                    return
+                reported.set()
+            on_lost(reason)
+
+        return report
+
+    def _watch_loop(self, report: Callable[[str], None]) -> None:
+        """Watch the Lease so a change of holder ends leadership within milliseconds, not a retry period.
+
+        Renewals alone notice a new holder only at the next attempt (up to a retry period later), long
+        enough for one more write; the watch closes that window. It is an addition to the renewals,
+        never a replacement: when the watch fails, renewals and the deadline still decide.
+        """
+        store = self.store
+        assert store is not None
+        cfg = self.config
+        while not self._stopping.is_set():
+            try:
+                for lease in store.watch(cfg.namespace, cfg.name, self._stopping):
+                    holder = ((lease or {}).get("spec") or {}).get("holderIdentity") if lease else None
+                    if self._stopping.is_set():
+                        return
+                    if holder != cfg.identity:
+                        report(
+                            f"lease {cfg.namespace}/{cfg.name} was deleted"
+                            if lease is None
+                            else f"lease {cfg.namespace}/{cfg.name} is now held by {holder or 'nobody'}"
+                        )
+                        return
+            except Exception as err:  # the watch is an accelerator; renewals still guard leadership
+                log.debug("watch of lease %s/%s ended: %s", cfg.namespace, cfg.name, err)
+            self._stopping.wait(cfg.retry_period)
 
     def renew_once(self) -> str | None:
         """One renewal attempt; returns why leadership is lost, or None while it is kept."""
@@ -337,11 +411,11 @@ class LeaderElector:
                 )
             return self._lost
 
-    def _renew_loop(self, on_lost: Callable[[str], None]) -> None:
+    def _renew_loop(self, report: Callable[[str], None]) -> None:
         while not self._stopping.wait(self.config.retry_period):
             lost = self.renew_once()
             if lost is not None:
-                on_lost(lost)
+                report(lost)
                 return
 
     def stop_renewing(self) -> None:
@@ -350,6 +424,9 @@ class LeaderElector:
         if self._thread is not None:
             self._thread.join(self.config.retry_period + 5)
             self._thread = None
+        # The watch thread ends at its next event or stream timeout; it is a daemon and acts on nothing
+        # once stopping is set.
+        self._watcher = None
 
     def release(self) -> bool:
         """Hand the Lease back (holder emptied) so a waiting replica takes over at once.
