@@ -94,7 +94,9 @@ class Connection:
         bearer_token: sent as ``Authorization: Bearer``.
         basic_auth: ``(username, password)``.
         verify: requests' ``verify``: True (system trust store), False, or a CA bundle path.
-        sources: where each credential came from, for messages (e.g. ``bearer token: Secret ns/n[key]``).
+        sources: where the credentials came from, for messages (e.g. ``bearer token from Secret
+            ns/n[key]``); empty when none are sent.
+        verification: how the server certificate is verified, for messages.
     """
 
     url: str
@@ -104,13 +106,17 @@ class Connection:
     basic_auth: tuple[str, str] | None = None
     verify: bool | str = True
     sources: tuple[str, ...] = ()
+    verification: str = "system trust store"
 
     def describe(self) -> str:
         """Where the credentials come from (no values), e.g. for an error message."""
-        return "; ".join(self.sources) if self.sources else "no credentials"
+        return "; ".join(self.sources) if self.sources else "no credentials were sent"
 
     def __repr__(self) -> str:
-        return f"Connection(url={self.url!r}, timeout={self.timeout:g}, auth={self.describe()!r})"
+        return (
+            f"Connection(url={self.url!r}, timeout={self.timeout:g}, auth={self.describe()!r}, "
+            f"verify={self.verification!r})"
+        )
 
 
 def _normalize(url: str) -> str:
@@ -192,6 +198,7 @@ def resolve_connection(
     bearer: str | None = None
     basic: tuple[str, str] | None = None
     verify: bool | str = True
+    verification = "system trust store"
 
     if source.bearer_token is not None:
         token = source.bearer_token
@@ -228,25 +235,25 @@ def resolve_connection(
     tls = source.tls
     if tls is not None and tls.insecure_skip_verify:
         verify = False
-        sources.append("certificate not verified")
+        verification = "not verified (insecureSkipVerify)"
     elif tls is not None and tls.ca_secret_ref is not None:
         pem, where = _secret_text(read_secret, namespace, tls.ca_secret_ref, "tls.caSecretRef")
         verify = _ca_bundle_file(pem, where)
-        sources.append(f"CA from {where}")
+        verification = f"CA from {where}"
     elif tls is not None and tls.ca_file is not None:
         path = _allowed_file(tls.ca_file, defaults.credentials_dirs, "tls.caFile")
         if not path.is_file():
             raise CredentialsError(f"tls.caFile: file {tls.ca_file} does not exist")
         verify = str(path)
-        sources.append(f"CA from file {tls.ca_file}")
+        verification = f"CA from file {tls.ca_file}"
     elif own and defaults.insecure_skip_verify:
         verify = False
-        sources.append("certificate not verified (operator default)")
+        verification = "not verified (the operator's default)"
     elif own and defaults.ca_file:
         if not Path(defaults.ca_file).is_file():
             raise CredentialsError(f"--prometheus-ca-file: file {defaults.ca_file} does not exist")
         verify = defaults.ca_file
-        sources.append(f"CA from the operator's file {defaults.ca_file}")
+        verification = f"CA from the operator's file {defaults.ca_file}"
     return Connection(
         url=url,
         timeout=parse_duration(source.timeout),
@@ -255,4 +262,5 @@ def resolve_connection(
         basic_auth=basic,
         verify=verify,
         sources=tuple(sources),
+        verification=verification,
     )

@@ -13,6 +13,7 @@ import json
 import math
 import re
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import requests
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_api_client.prometheus_connect import PrometheusConnect
+from urllib3.exceptions import InsecureRequestWarning
 from urllib3.util.retry import Retry
 
 from arbiter.metrics.base import ErrorKind, Observation, QueryContext, QueryPath
@@ -61,9 +63,10 @@ def _http_failure(exc: PrometheusApiClientException) -> _QueryFailed:
         pass
     detail = " ".join(detail.split())[:300]
     if status in (401, 403):
+        # The body of a 401/403 says nothing more than its status (and a proxy's could echo a header).
         reason = "Unauthorized" if status == 401 else "Forbidden"
         return _QueryFailed(
-            ErrorKind.UNAUTHORIZED, f"Prometheus refused the credentials (HTTP {status} {reason}): {detail}"
+            ErrorKind.UNAUTHORIZED, f"Prometheus refused the credentials (HTTP {status} {reason})"
         )
     if error_type == "timeout":
         kind = ErrorKind.TIMEOUT
@@ -126,7 +129,7 @@ class PrometheusProvider:
         verify: how to verify an https server: True (the system's trust store), False (not at all) or
             the path of a PEM CA bundle.
         auth_description: where the credentials come from (never their values), appended to
-            "credentials refused" messages.
+            "credentials refused" messages; empty when unknown.
         by_variant: answer rewritable templates with one query grouped by variant (see
             :func:`arbiter.metrics.template.plan_queries`); False forces one query per variant.
         clock: the time source for "now" (Unix seconds).
@@ -154,6 +157,7 @@ class PrometheusProvider:
         self.by_variant = by_variant
         self._clock = clock
         self._auth_description = auth_description
+        self._insecure = verify is False
         all_headers = dict(headers or {})
         if bearer_token is not None:
             all_headers["Authorization"] = f"Bearer {bearer_token}"
@@ -179,7 +183,7 @@ class PrometheusProvider:
             bearer_token=connection.bearer_token,
             basic_auth=connection.basic_auth,
             verify=connection.verify,
-            auth_description=connection.describe() if connection.sources else "",
+            auth_description=connection.describe(),
             **options,
         )
 
@@ -204,7 +208,10 @@ class PrometheusProvider:
         """One instant query; raises _QueryFailed with the kind of failure."""
         params = {"time": f"{at:.3f}", "timeout": f"{self.timeout:g}s"}
         try:
-            result = self._client.custom_query(query, params=params)
+            with warnings.catch_warnings():
+                if self._insecure:  # chosen by the user (insecureSkipVerify); not worth a warning per query
+                    warnings.simplefilter("ignore", InsecureRequestWarning)
+                result = self._client.custom_query(query, params=params)
         except PrometheusApiClientException as exc:
             failure = _http_failure(exc)
             if failure.kind is ErrorKind.UNAUTHORIZED:
