@@ -15,6 +15,9 @@ Lease, then starts Kopf and renews the Lease from a thread. The protocol is clie
   another holder, or when no renewal succeeded for ``renew_deadline``; the deadline is shorter
   than the lease duration, so the old leader stops before anyone else may start (client-go's
   defaults: 15 s lease, 10 s renew deadline, 2 s retry).
+- Beyond client-go, the leader also watches its Lease: a holder written by anyone else ends
+  leadership within milliseconds instead of at the next renewal (up to a retry period later, time
+  enough for one more write). Renewals and the deadline still decide when the watch is down.
 - :meth:`release` on a clean shutdown empties the holder, so a waiting replica takes over at its
   next poll instead of after the lease duration.
 

@@ -14,6 +14,9 @@ Two write styles, chosen per object:
   guarded by a ``test`` of ``metadata.resourceVersion`` so a concurrent writer is never
   overwritten; the failed test surfaces as :class:`ConflictError`.
 
+Every write first passes :func:`arbiter.k8s.fencing.fence`: with leader election on, a replica that does
+not hold the leader Lease (or could not renew it within the renew deadline) writes nothing.
+
 The client is synchronous (the kubernetes client is); handlers call it from a thread.
 """
 
