@@ -388,8 +388,9 @@ class LeaderElector:
                             else f"lease {cfg.namespace}/{cfg.name} is now held by {holder or 'nobody'}"
                         )
                         return
+                continue  # the server ended the watch (its timeout): watch again at once, no gap
             except Exception as err:  # the watch is an accelerator; renewals still guard leadership
-                log.debug("watch of lease %s/%s ended: %s", cfg.namespace, cfg.name, err)
+                log.debug("watch of lease %s/%s failed: %s", cfg.namespace, cfg.name, err)
             self._stopping.wait(cfg.retry_period)
 
     def renew_once(self) -> str | None:
