@@ -23,16 +23,21 @@ class SecretError(Exception):
     """The Secret or its key could not be read; the message says which and why (never the value)."""
 
 
-def read_secret_key(namespace: str, name: str, key: str, *, timeout: float = 10.0) -> bytes:
+def read_secret_key(
+    namespace: str, name: str, key: str, *, timeout: float = 10.0, api: client.ApiClient | None = None
+) -> bytes:
     """The decoded value of ``data[key]`` of Secret ``namespace/name``.
+
+    Args:
+        api: the ApiClient to read with; the operator's own (default kubeconfig) when None.
 
     Raises:
         SecretError: missing Secret or key, access forbidden, or the API server unreachable.
     """
-    api = client.CoreV1Api(api_client())
+    core = client.CoreV1Api(api if api is not None else api_client())
     where = f"Secret {namespace}/{name}"
     try:
-        secret = api.read_namespaced_secret(name, namespace, _request_timeout=timeout)
+        secret = core.read_namespaced_secret(name, namespace, _request_timeout=timeout)
     except ApiException as exc:
         if exc.status == 404:
             raise SecretError(f"{where} not found") from None
