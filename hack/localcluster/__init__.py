@@ -5,7 +5,7 @@ use :func:`up`, :func:`down` and :class:`Prometheus` through the fixtures in tes
 """
 
 from localcluster.cluster import Cluster, ClusterError, KubectlError, down, running, up
-from localcluster.prometheus import Prometheus, PrometheusError
+from localcluster.prometheus import Prometheus, PrometheusError, WebConfig
 
 __all__ = [
     "Cluster",
@@ -13,6 +13,7 @@ __all__ = [
     "KubectlError",
     "Prometheus",
     "PrometheusError",
+    "WebConfig",
     "down",
     "running",
     "up",

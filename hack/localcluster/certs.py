@@ -227,3 +227,30 @@ def generate(pki_dir: Path) -> Pki:
         )
     )
     return pki
+
+
+@dataclass(frozen=True)
+class ServingPki:
+    """A CA and one serving certificate signed by it, e.g. for a TLS-only Prometheus on loopback."""
+
+    ca_cert: Path
+    cert: Path
+    key: Path
+
+
+def generate_serving(directory: Path, common_name: str = "localhost") -> ServingPki:
+    """Write a fresh CA and a serving certificate for ``localhost`` and ``127.0.0.1`` signed by it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = _make_ca(f"{common_name}-ca")
+    pki = ServingPki(directory / "ca.crt", directory / "tls.crt", directory / "tls.key")
+    _write_cert(pki.ca_cert, ca)
+    cert, key = _leaf(
+        ca,
+        ca_key,
+        _name(common_name),
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+    )
+    _write_cert(pki.cert, cert)
+    _write_key(pki.key, key)
+    return pki

@@ -5,13 +5,20 @@ with its own ``scrape_interval``. Every change rewrites the file and POSTs ``/-/
 (``--web.enable-lifecycle``), so the change is live when the call returns. This was chosen over
 file_sd because file_sd cannot set a per-job interval or metrics path and is applied by a file
 watcher at an unknown later moment, while a reload is synchronous and reports config errors.
+
+With a :class:`WebConfig` the server is started with ``--web.config.file`` and serves only HTTPS
+with basic auth, like a Prometheus behind the security settings real clusters use; this module's
+own requests (readiness, reload, queries) then verify the certificate and log in.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import secrets
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
@@ -23,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from localcluster import procs
+from localcluster.certs import ServingPki, generate_serving
 
 
 class PrometheusError(RuntimeError):
@@ -48,6 +56,46 @@ class ScrapeJob:
             "metrics_path": self.metrics_path,
             "static_configs": [{"targets": list(self.targets)}],
         }
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """TLS and basic auth for Prometheus' own HTTP server (its ``--web.config.file``).
+
+    Attributes:
+        pki: the CA, serving certificate and key (for localhost and 127.0.0.1).
+        username: the one basic-auth user.
+        password: its password in clear (stored bcrypt-hashed in the web config).
+    """
+
+    pki: ServingPki
+    username: str
+    password: str
+
+    @classmethod
+    def generate(cls, directory: Path, username: str = "arbiter", password: str | None = None) -> WebConfig:
+        """Fresh certificates in ``directory`` and a random password unless one is given."""
+        return cls(generate_serving(directory), username, password or secrets.token_urlsafe(18))
+
+    def render(self) -> str:
+        """The web config file's text (JSON is valid YAML)."""
+        import bcrypt  # a dev dependency; Prometheus accepts bcrypt hashes only
+
+        hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=10)).decode()
+        config = {
+            "tls_server_config": {"cert_file": str(self.pki.cert), "key_file": str(self.pki.key)},
+            "basic_auth_users": {self.username: hashed},
+        }
+        return json.dumps(config, indent=2) + "\n"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts exactly this server's CA."""
+        return ssl.create_default_context(cafile=str(self.pki.ca_cert))
+
+    def authorization(self) -> str:
+        """The ``Authorization`` header value for the user."""
+        pair = f"{self.username}:{self.password}".encode()
+        return "Basic " + base64.b64encode(pair).decode()
 
 
 def render_config(jobs: list[ScrapeJob], query_log_file: str | None = None) -> str:
@@ -82,6 +130,7 @@ class Prometheus:
         port: fixed port; a free one is picked when None (and kept for restarts).
         die_with_parent: stop Prometheus if the process that started it dies (for pytest).
         query_log: log every evaluated query to :attr:`query_log_path` (benchmarks count them).
+        web: serve HTTPS with basic auth only (``--web.config.file``); plain HTTP when None.
     """
 
     def __init__(
@@ -91,6 +140,7 @@ class Prometheus:
         port: int | None = None,
         die_with_parent: bool = False,
         query_log: bool = False,
+        web: WebConfig | None = None,
     ) -> None:
         # Absolute: Prometheus runs with this as its working directory.
         self.workdir = (
@@ -100,14 +150,16 @@ class Prometheus:
         self.port = port if port is not None else procs.free_ports(1)[0]
         self.die_with_parent = die_with_parent
         self.query_log = query_log
+        self.web = web
         self._jobs: dict[str, ScrapeJob] = {}
         self._proc: subprocess.Popen[bytes] | None = None
         self._record: procs.PidRecord | None = None
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:41234``."""
-        return f"http://127.0.0.1:{self.port}"
+        """Base URL, e.g. ``http://127.0.0.1:41234`` (``https://`` with a web config)."""
+        scheme = "https" if self.web is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def config_path(self) -> Path:
@@ -152,6 +204,10 @@ class Prometheus:
             "--web.enable-lifecycle",
             "--storage.tsdb.retention.time=1d",
         ]
+        if self.web is not None:
+            web_config = self.workdir / "web.yml"
+            web_config.write_text(self.web.render())
+            argv.append(f"--web.config.file={web_config}")
         self._proc, self._record = procs.spawn(
             "prometheus",
             argv,
@@ -196,8 +252,12 @@ class Prometheus:
 
     def _http(self, method: str, path: str, timeout: float = 5.0) -> tuple[int, str]:
         req = urllib.request.Request(self.url + path, method=method)
+        context = None
+        if self.web is not None:
+            req.add_header("Authorization", self.web.authorization())
+            context = self.web.ssl_context()
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
                 return resp.status, resp.read().decode()
         except urllib.error.HTTPError as err:
             return err.code, err.read().decode(errors="replace")

@@ -375,13 +375,168 @@ class Step(_Model):
     )
 
 
-class PrometheusSource(_Model):
-    """Where metrics are read from."""
+SecretKey = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$")]
+FilePath = Annotated[str, Field(min_length=2, max_length=4096, pattern=r"^/")]
+HEADER_NAME_PATTERN = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+MAX_HEADERS = 20
 
-    url: Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^https?://[^/\s]+")] = Field(
-        description="Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090."
+
+class SecretKeySelector(_Model):
+    """One key of a Secret in the experiment's namespace."""
+
+    name: ObjectName = Field(description="Name of the Secret (same namespace as the experiment).")
+    key: SecretKey = Field(description="Key inside the Secret's data.")
+
+
+class BearerToken(_Model):
+    """A bearer token sent as ``Authorization: Bearer <token>``: from a Secret, or a file the operator reads."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "has(self.secretKeyRef) != has(self.file)",
+                    "set exactly one of secretKeyRef or file",
+                )
+            ]
+        }
+    )
+
+    secret_key_ref: SecretKeySelector | None = Field(
+        default=None,
+        description="The token's Secret key. The operator needs `get` on that Secret (a namespaced Role "
+        "with resourceNames); see docs/operations.md.",
+    )
+    file: FilePath | None = Field(
+        default=None,
+        description="Absolute path of a token file in the operator's pod (re-read at every tick, so "
+        "rotated tokens work). Only files under the operator's --prometheus-credentials-dir are read.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BearerToken:
+        if (self.secret_key_ref is None) == (self.file is None):
+            raise ValueError("set exactly one of secretKeyRef or file")
+        return self
+
+
+class BasicAuth(_Model):
+    """HTTP basic authentication, both parts from Secrets."""
+
+    username: SecretKeySelector = Field(description="The Secret key holding the user name.")
+    password: SecretKeySelector = Field(description="The Secret key holding the password.")
+
+
+class PrometheusTLS(_Model):
+    """How the Prometheus server's certificate is verified (https URLs)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!(has(self.caSecretRef) && has(self.caFile))",
+                    "set either caSecretRef or caFile, not both",
+                    ".caFile",
+                ),
+                _cel(
+                    "!(has(self.insecureSkipVerify) && self.insecureSkipVerify && "
+                    "(has(self.caSecretRef) || has(self.caFile)))",
+                    "insecureSkipVerify turns verification off; it cannot be combined with a CA",
+                    ".insecureSkipVerify",
+                ),
+            ]
+        }
+    )
+
+    ca_secret_ref: SecretKeySelector | None = Field(
+        default=None,
+        description="The Secret key holding the PEM CA bundle that signed the server's certificate.",
+    )
+    ca_file: FilePath | None = Field(
+        default=None,
+        description="Absolute path of a PEM CA bundle in the operator's pod (under "
+        "--prometheus-credentials-dir). Default: the system's trust store.",
+    )
+    insecure_skip_verify: bool = Field(
+        default=False, description="Do not verify the server's certificate (testing only)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrometheusTLS:
+        if self.ca_secret_ref is not None and self.ca_file is not None:
+            raise ValueError("set either caSecretRef or caFile, not both")
+        if self.insecure_skip_verify and (self.ca_secret_ref is not None or self.ca_file is not None):
+            raise ValueError("insecureSkipVerify turns verification off; it cannot be combined with a CA")
+        return self
+
+
+class PrometheusSource(_Model):
+    """Where metrics are read from, and how to authenticate. Unset fields use the operator's default
+    connection (`arbiter run --prometheus-url ...`, set by the chart)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "!(has(self.bearerToken) && has(self.basicAuth))",
+                    "set either bearerToken or basicAuth, not both",
+                    ".basicAuth",
+                ),
+                _cel(
+                    "!has(self.headers) || self.headers.all(k, !k.matches('(?i)^authorization$'))",
+                    "headers must not set Authorization: use bearerToken or basicAuth, which read a Secret",
+                    ".headers",
+                ),
+                _cel(
+                    '!has(self.headers) || self.headers.all(k, k.matches("' + HEADER_NAME_PATTERN + '"))',
+                    "header names must be HTTP tokens (letters, digits and !#$%&'*+.^_`|~-)",
+                    ".headers",
+                ),
+                _cel(
+                    "!has(self.tls) || !has(self.url) || self.url.startsWith('https://')",
+                    "tls needs an https:// url",
+                    ".tls",
+                ),
+            ]
+        }
+    )
+
+    url: (
+        Annotated[str, Field(min_length=1, max_length=2048, pattern=r"^https?://[^/@\s]+([/?#]\S*)?$")] | None
+    ) = Field(
+        default=None,
+        description="Base URL of the Prometheus HTTP API, e.g. http://prometheus.monitoring:9090 (no "
+        "user:password@: use basicAuth). Default: the operator's --prometheus-url; the operator's own "
+        "credentials are only ever sent to that URL.",
     )
     timeout: TimeoutDuration = Field(default="10s", description="Timeout of every query.")
+    bearer_token: BearerToken | None = Field(
+        default=None, description="Send a bearer token (e.g. a ServiceAccount token for a proxy)."
+    )
+    basic_auth: BasicAuth | None = Field(default=None, description="Send HTTP basic authentication.")
+    tls: PrometheusTLS | None = Field(default=None, description="Certificate verification for https URLs.")
+    headers: (
+        Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=MAX_HEADERS)] | None
+    ) = Field(
+        default=None,
+        description="Extra HTTP headers, e.g. X-Scope-OrgID: tenant-a for Mimir, Cortex or Thanos "
+        "tenants. Not for credentials (Authorization is refused): use bearerToken or basicAuth.",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrometheusSource:
+        if self.bearer_token is not None and self.basic_auth is not None:
+            raise ValueError("set either bearerToken or basicAuth, not both")
+        for name in self.headers or {}:
+            if name.lower() == "authorization":
+                raise ValueError(
+                    "headers must not set Authorization: use bearerToken or basicAuth, which read a Secret"
+                )
+            if not re.fullmatch(HEADER_NAME_PATTERN, name):
+                raise ValueError("header names must be HTTP tokens (letters, digits and !#$%&'*+.^_`|~-)")
+        if self.tls is not None and self.url is not None and not self.url.startswith("https://"):
+            raise ValueError("tls needs an https:// url")
+        return self
 
 
 _PROPORTION_RULE = _cel(
@@ -610,7 +765,11 @@ class Analysis(_Model):
     interval: IntervalDuration = Field(
         default="30s", description="How often metrics are read and a decision is made."
     )
-    prometheus: PrometheusSource = Field(description="The Prometheus server to query.")
+    prometheus: PrometheusSource = Field(
+        default_factory=PrometheusSource,
+        json_schema_extra=_OBJECT_DEFAULT,
+        description="The Prometheus server to query; empty for the operator's default connection.",
+    )
     guardrails: Annotated[list[Guardrail], Field(max_length=MAX_METRICS)] = Field(
         default_factory=list, description="Per-variant health checks; a breach counts toward a rollback."
     )

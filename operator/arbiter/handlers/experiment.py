@@ -6,6 +6,9 @@ the watch has not yet delivered this loop's own last status write), admits it (w
 answered from the Deployment and Service indexes of :mod:`arbiter.handlers.workloads`), reads the metrics,
 asks :func:`arbiter.rollout.engine.step` what to do, applies the traffic through the routing provider
 and only then writes the status: a route that could not be applied is never recorded as done.
+The status write carries the resourceVersion the tick read: if anyone changed the object meanwhile
+(a user, a GitOps tool, another replica) the write is refused and the tick is taken again from a
+fresh read, so a decision made on stale data is never stored over a newer one.
 Spec and annotation changes wake the loop at once.
 """
 
@@ -53,6 +56,8 @@ FINALIZER = f"{GROUP}/finalizer"
 RESYNC_SECONDS = float(os.environ.get("ARBITER_RESYNC_SECONDS", "5"))
 #: Threads for blocking calls (API server, Prometheus); every tick's I/O waits in one of them.
 WORKER_THREADS = int(os.environ.get("ARBITER_WORKER_THREADS", "32"))
+#: How soon a tick whose status write was refused as stale (409) is taken again from a fresh read.
+STALE_RETRY_SECONDS = 0.2
 
 
 @kopf.on.startup()
@@ -110,6 +115,9 @@ async def experiment_loop(
         started = time.monotonic()
         try:
             delay = await tick(namespace or "", name, body, logger, known, memo)
+        except k8s_experiments.StaleStatusError as exc:
+            logger.info("%s; deciding again from a fresh read", exc)
+            delay = STALE_RETRY_SECONDS
         except Exception as exc:  # never let one bad object kill its loop: log, back off, retry
             logger.exception("tick failed for %s/%s: %s", namespace, name, exc)
             delay = RESYNC_SECONDS
@@ -268,8 +276,8 @@ def _decide(
     if status.get("phase") in {p.value for p in TERMINAL_PHASES}:
         observations = Observations()
     else:
-        # One provider (one HTTP session) per Prometheus configuration, reused by every tick.
-        provider = metrics_provider_for(spec.analysis)
+        # One provider (one HTTP session) per resolved Prometheus connection, reused by every tick.
+        provider = metrics_provider_for(spec.analysis, namespace)
         observations = read_observations(provider, spec, namespace, name)
         telemetry.QUERY_ERRORS.inc(len(observations.errors()))
     return engine_step(spec, status, observations, dt.datetime.now(dt.UTC), controls, generation)
@@ -331,16 +339,25 @@ async def _write(
     logger: kopf.Logger,
     memo: kopf.Memo,
 ) -> None:
-    """Write status when it changed, then post the events."""
+    """Write status when it changed (only over the version it was decided from), then post the events.
+
+    Raises:
+        StaleStatusError: the object changed since ``body`` was read; nothing was written or posted.
+    """
     meta = body["metadata"]
-    telemetry.record_phase(meta["namespace"], meta["name"], status.get("phase"))
     if status != before:
-        # Until the watch delivers this write, the live body still has meta's resourceVersion.
+        # Until the watch delivers this write, the live body still has meta's resourceVersion; if the
+        # write is refused as stale, (version, None) makes the next tick read the object afresh.
         memo["written"] = (meta.get("resourceVersion"), None)
         stored = await asyncio.to_thread(
-            k8s_experiments.replace_status, meta["namespace"], meta["name"], status
+            k8s_experiments.replace_status,
+            meta["namespace"],
+            meta["name"],
+            status,
+            resource_version=meta["resourceVersion"],
         )
         memo["written"] = (meta.get("resourceVersion"), stored)
+    telemetry.record_phase(meta["namespace"], meta["name"], status.get("phase"))
     for event in events:
         logger.info("%s: %s", event.reason, event.message)
         kopf.event(ref, type=event.type, reason=event.reason, message=event.message[:1024])

@@ -20,6 +20,10 @@ QUERY_ERRORS = Counter("arbiter_query_errors", "Metric queries that failed, per 
 ROUTING_ERRORS = Counter(
     "arbiter_routing_errors", "Failed attempts to route traffic, by provider.", ["provider"]
 )
+LEADER = Gauge(
+    "arbiter_leader",
+    "1 while this replica holds the leader Lease (or runs without leader election), 0 while it waits.",
+)
 
 _phases: dict[tuple[str, str], str] = {}
 

@@ -14,6 +14,9 @@ Two write styles, chosen per object:
   guarded by a ``test`` of ``metadata.resourceVersion`` so a concurrent writer is never
   overwritten; the failed test surfaces as :class:`ConflictError`.
 
+Every write first passes :func:`arbiter.k8s.fencing.fence`: with leader election on, a replica that does
+not hold the leader Lease (or could not renew it within the renew deadline) writes nothing.
+
 The client is synchronous (the kubernetes client is); handlers call it from a thread.
 """
 
@@ -26,6 +29,7 @@ from typing import Any
 from kubernetes.client import ApiClient
 
 from arbiter.k8s import config
+from arbiter.k8s.fencing import fence
 
 __all__ = [
     "CONFIG_MAPS",
@@ -154,6 +158,7 @@ class TrafficClient:
         body: JsonObject = {**fields, "apiVersion": resource.api_version, "kind": resource.kind}
         body["metadata"] = {**fields.get("metadata", {}), "name": name, "namespace": namespace}
         query = {"fieldManager": self.field_manager, "force": "true" if force else "false"}
+        fence(f"{resource.kind} {namespace}/{name}")
         return self._request("PATCH", resource.path(namespace, name), body, _APPLY_PATCH, query)
 
     def json_patch(
@@ -177,6 +182,7 @@ class TrafficClient:
             ConflictError: the object changed since ``resource_version`` (re-read and retry).
         """
         path = resource.path(namespace, name, subresource)
+        fence(path)
         if resource_version is not None:
             test = {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version}
             operations = [test, *operations]
@@ -201,6 +207,7 @@ class TrafficClient:
     ) -> JsonObject:
         """Apply an RFC 7386 merge patch as the field manager."""
         path = resource.path(namespace, name, subresource)
+        fence(path)
         return self._request("PATCH", path, patch, _MERGE_PATCH, {"fieldManager": self.field_manager})
 
     def scale(self, resource: Resource, namespace: str, name: str, replicas: int) -> JsonObject:

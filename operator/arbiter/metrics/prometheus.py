@@ -13,6 +13,7 @@ import json
 import math
 import re
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -21,9 +22,11 @@ import requests
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from prometheus_api_client.prometheus_connect import PrometheusConnect
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InsecureRequestWarning
 from urllib3.util.retry import Retry
 
 from arbiter.metrics.base import ErrorKind, QueryContext, QueryPath, QueryResult
+from arbiter.metrics.connection import Connection
 from arbiter.metrics.template import VARIANT_LABEL, QueryStrategy, plan_queries
 
 __all__ = ["PrometheusProvider"]
@@ -31,8 +34,8 @@ __all__ = ["PrometheusProvider"]
 #: Connections kept open per Prometheus server (at least the operator's worker threads).
 POOL_SIZE = 32
 _STATUS_MESSAGE = re.compile(r"HTTP Status Code (\d+) \((.*)\)", re.DOTALL)
-# After these, the rest of the same call would only wait for the same dead server.
-_TRANSPORT_ERRORS = frozenset({ErrorKind.UNREACHABLE, ErrorKind.TIMEOUT})
+# After these, the rest of the same call would only wait for the same dead server (or be refused again).
+_TRANSPORT_ERRORS = frozenset({ErrorKind.UNREACHABLE, ErrorKind.TIMEOUT, ErrorKind.UNAUTHORIZED})
 
 
 class _QueryFailed(Exception):
@@ -62,6 +65,12 @@ def _http_failure(exc: PrometheusApiClientException) -> _QueryFailed:
         # Not Prometheus' error JSON (a proxy's HTML page, say): keep the start of the raw body.
         pass
     detail = " ".join(detail.split())[:300]
+    if status in (401, 403):
+        # The body of a 401/403 says nothing more than its status (and a proxy's could echo a header).
+        reason = "Unauthorized" if status == 401 else "Forbidden"
+        return _QueryFailed(
+            ErrorKind.UNAUTHORIZED, f"Prometheus refused the credentials (HTTP {status} {reason})"
+        )
     if error_type == "timeout":
         kind = ErrorKind.TIMEOUT
     elif status in (400, 422) or error_type in ("bad_data", "execution"):
@@ -117,7 +126,13 @@ class PrometheusProvider:
     Args:
         url: base URL of the Prometheus HTTP API, e.g. ``http://prometheus.monitoring:9090``.
         timeout: seconds; bounds every HTTP call (connect, each read) and Prometheus' evaluation.
-        headers: extra HTTP headers, e.g. ``Authorization``.
+        headers: extra HTTP headers, e.g. ``X-Scope-OrgID``.
+        bearer_token: sent as ``Authorization: Bearer <token>``.
+        basic_auth: ``(username, password)`` for HTTP basic authentication.
+        verify: how to verify an https server: True (the system's trust store), False (not at all) or
+            the path of a PEM CA bundle.
+        auth_description: where the credentials come from (never their values), appended to
+            "credentials refused" messages; empty when unknown.
         by_variant: answer rewritable templates with one query grouped by variant (see
             :func:`arbiter.metrics.template.plan_queries`); False forces one query per variant.
         clock: the time source for "now" (Unix seconds).
@@ -131,6 +146,10 @@ class PrometheusProvider:
         timeout: float = 10.0,
         *,
         headers: Mapping[str, str] | None = None,
+        bearer_token: str | None = None,
+        basic_auth: tuple[str, str] | None = None,
+        verify: bool | str = True,
+        auth_description: str = "",
         by_variant: bool = True,
         clock: Any = time.time,
     ) -> None:
@@ -140,21 +159,42 @@ class PrometheusProvider:
         self.timeout = float(timeout)
         self.by_variant = by_variant
         self._clock = clock
+        self._auth_description = auth_description
+        self._insecure = verify is False
+        all_headers = dict(headers or {})
+        if bearer_token is not None:
+            all_headers["Authorization"] = f"Bearer {bearer_token}"
         # requests' own default (no retries, read errors raised as themselves) instead of the library's.
         retry = Retry(total=0, read=False)
         # One session for the provider's life: connections stay open between queries and ticks. The
         # library mounts a 10-connection adapter on the URL; ours, on the longer prefix, wins, and
         # keeps enough connections for every worker thread querying at once.
         session = requests.Session()
+        session.verify = verify
         session.mount(
             self.url + "/", HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=POOL_SIZE)
         )
         self._client = PrometheusConnect(
             url=self.url,
-            headers=dict(headers or {}),
+            headers=all_headers,
             retry=retry,
-            timeout=self.timeout,  # type: ignore[arg-type]  # annotated int; requests takes a float
+            auth=basic_auth,  # type: ignore[arg-type]  # annotated tuple; None means no auth
             session=session,
+            timeout=self.timeout,  # type: ignore[arg-type]  # annotated int; requests takes a float
+        )
+
+    @classmethod
+    def from_connection(cls, connection: Connection, **options: Any) -> PrometheusProvider:
+        """A provider for a resolved :class:`~arbiter.metrics.connection.Connection`."""
+        return cls(
+            connection.url,
+            connection.timeout,
+            headers=connection.headers,
+            bearer_token=connection.bearer_token,
+            basic_auth=connection.basic_auth,
+            verify=connection.verify,
+            auth_description=connection.describe(),
+            **options,
         )
 
     def close(self) -> None:
@@ -168,7 +208,9 @@ class PrometheusProvider:
         self.close()
 
     def __repr__(self) -> str:
-        return f"PrometheusProvider(url={self.url!r}, timeout={self.timeout})"
+        # Never the headers or credentials: only where they come from.
+        auth = f", auth={self._auth_description!r}" if self._auth_description else ""
+        return f"PrometheusProvider(url={self.url!r}, timeout={self.timeout}{auth})"
 
     # -- one HTTP call ------------------------------------------------------------------------------
 
@@ -176,9 +218,16 @@ class PrometheusProvider:
         """One instant query; raises _QueryFailed with the kind of failure."""
         params = {"time": f"{at:.3f}", "timeout": f"{self.timeout:g}s"}
         try:
-            result = self._client.custom_query(query, params=params)
+            with warnings.catch_warnings():
+                if self._insecure:  # chosen by the user (insecureSkipVerify); not worth a warning per query
+                    warnings.simplefilter("ignore", InsecureRequestWarning)
+                result = self._client.custom_query(query, params=params)
         except PrometheusApiClientException as exc:
-            raise _http_failure(exc) from exc
+            failure = _http_failure(exc)
+            if failure.kind is ErrorKind.UNAUTHORIZED:
+                sent = self._auth_description or "no credentials were sent"
+                failure = _QueryFailed(failure.kind, f"{failure.reason} ({sent})")
+            raise failure from exc
         except requests.Timeout as exc:
             raise _QueryFailed(
                 ErrorKind.TIMEOUT, f"Prometheus at {self.url} did not answer within {self.timeout:g}s"
@@ -186,6 +235,10 @@ class PrometheusProvider:
         except requests.JSONDecodeError as exc:
             raise _QueryFailed(
                 ErrorKind.BAD_RESPONSE, f"Prometheus at {self.url} answered with non-JSON"
+            ) from exc
+        except requests.exceptions.SSLError as exc:
+            raise _QueryFailed(
+                ErrorKind.UNREACHABLE, f"TLS with Prometheus at {self.url} failed ({_tls_cause(exc)})"
             ) from exc
         except requests.ConnectionError as exc:
             raise _QueryFailed(
@@ -228,7 +281,7 @@ class PrometheusProvider:
     ) -> dict[str, QueryResult]:
         """Run a query template for each variant; never raises for a failed query.
 
-        Each result records the query sent and the path taken. When Prometheus is unreachable or
+        Each observation records the query sent and the path taken. When Prometheus is unreachable or
         times out, the remaining queries of this call are not sent (they get the same error), so a
         dead server costs one timeout per call, not one per variant.
         """
@@ -340,4 +393,20 @@ def _cause(exc: BaseException) -> str:
     for marker in ("Connection refused", "Name or service not known", "Connection reset", "No route to host"):
         if marker in text:
             return marker
+    return type(exc).__name__
+
+
+def _tls_cause(exc: BaseException) -> str:
+    """A short reason for a TLS failure, e.g. "certificate verify failed: unable to get local issuer"."""
+    text = str(exc)
+    for marker, reason in (
+        ("CERTIFICATE_VERIFY_FAILED", "certificate verify failed"),
+        ("WRONG_VERSION_NUMBER", "not a TLS server: use http://, or check the port"),
+        ("doesn't match", "the certificate does not name this host"),
+        ("Hostname mismatch", "the certificate does not name this host"),
+    ):
+        if marker in text:
+            detail = text.split("certificate verify failed:", 1)[-1] if marker.startswith("CERT") else ""
+            detail = detail.split("(_ssl.c")[0].strip(" ()'\"")
+            return f"{reason}: {detail}" if detail else reason
     return type(exc).__name__
