@@ -17,7 +17,7 @@ from localcluster import Prometheus, PrometheusError, WebConfig
 
 from arbiter.api import parse_spec
 from arbiter.api.v1alpha1 import Analysis
-from arbiter.metrics import DefaultConnection, ErrorKind, Outcome, QueryContext, provider_for
+from arbiter.metrics import DefaultConnection, ErrorKind, QueryContext, ResultKind, provider_for
 from arbiter_fixtures import ROOT, OperatorProcess, experiment_docs
 from helpers import wait_for
 
@@ -95,7 +95,7 @@ def test_a_query_goes_through_tls_and_basic_auth_read_from_secrets(
 ) -> None:
     auth_secret(kube_api, namespace, secure_prometheus)
     observation = ask(analysis(secret_block(secure_prometheus.url)), namespace)
-    assert observation.outcome is Outcome.VALUE, observation.message
+    assert observation.outcome is ResultKind.VALUE, observation.message
     assert observation.value == 42.0
 
 

@@ -16,9 +16,9 @@ from arbiter.metrics import (
     CredentialsError,
     DefaultConnection,
     ErrorKind,
-    Outcome,
     PrometheusProvider,
     QueryContext,
+    ResultKind,
     provider_for,
     resolve_connection,
 )
@@ -175,7 +175,7 @@ def test_a_ca_from_a_secret_is_written_once_to_a_private_file(
 def test_no_url_anywhere_is_a_clear_error() -> None:
     provider = provider_for(source({}), "ml", read_secret=secrets({}), defaults=DefaultConnection())
     answer = provider.query_per_variant("up", QueryContext("e", "ml"), ["v1"])["v1"]
-    assert answer.outcome is Outcome.ERROR and "--prometheus-url" in answer.message
+    assert answer.outcome is ResultKind.ERROR and "--prometheus-url" in answer.message
 
 
 @pytest.mark.parametrize(
