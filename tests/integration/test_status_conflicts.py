@@ -58,40 +58,34 @@ def test_of_two_writers_with_the_same_read_the_second_gets_a_conflict_and_writes
 def test_a_tick_decided_on_a_stale_read_is_refused_and_decided_again_from_the_fresh_one(
     kube_api: Any, arbiter_crd: str, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The tick decides on the body the watch delivered; another writer changed the object since. The
+    write is refused (409), nothing is posted, and the next tick reads the object afresh and decides
+    on the other writer's status."""
     create(kube_api, namespace, "raced")
+    live = k8s_experiments.get_experiment(namespace, "raced")  # what the watch delivered
+    assert live is not None
     other_writer = {
         "phase": "Pending",
         "message": "written by another writer",
         "handledActions": {"abort": "from-the-other-writer"},
     }
-    real_get = k8s_experiments.get_experiment
-    reads = 0
-
-    def get_then_someone_else_writes(ns: str, name: str) -> dict[str, Any] | None:
-        """The first read of the tick, then another writer changes status before the tick writes."""
-        nonlocal reads
-        body = real_get(ns, name)
-        reads += 1
-        if reads == 1:
-            assert body is not None
-            k8s_experiments.replace_status(
-                ns, name, other_writer, resource_version=body["metadata"]["resourceVersion"]
-            )
-        return body
-
+    k8s_experiments.replace_status(
+        namespace, "raced", other_writer, resource_version=live["metadata"]["resourceVersion"]
+    )
     posted: list[str] = []
-    monkeypatch.setattr(k8s_experiments, "get_experiment", get_then_someone_else_writes)
     # Events go through Kopf's posting queue, which only a running operator has; record them instead.
     monkeypatch.setattr(kopf, "event", lambda _ref, *, type, reason, message: posted.append(reason))
     logger = logging.getLogger("test")
-    ref: Any = {"metadata": {"namespace": namespace, "name": "raced"}}
+    no_workloads = handler.Workloads({}, {})  # type: ignore[arg-type]
+    memo: dict[str, Any] = {}
 
     with pytest.raises(k8s_experiments.StaleStatusError):
-        asyncio.run(handler.tick(namespace, "raced", ref, logger))  # type: ignore[arg-type]
+        asyncio.run(handler.tick(namespace, "raced", live, logger, no_workloads, memo))  # type: ignore[arg-type]
     assert stored_status(namespace, "raced") == other_writer, "the stale decision overwrote a newer status"
     assert posted == [], "events of a refused decision were posted"
 
-    delay = asyncio.run(handler.tick(namespace, "raced", ref, logger))  # type: ignore[arg-type]
+    # The watch has not delivered the other write yet: the loop's memo sends the next tick to the API server.
+    delay = asyncio.run(handler.tick(namespace, "raced", live, logger, no_workloads, memo))  # type: ignore[arg-type]
     assert delay is not None
     decided = stored_status(namespace, "raced")
     # Decided from the other writer's status: its fields are kept, and the experiment was already
