@@ -160,6 +160,7 @@ SMUGGLING = {
     "upgrade with a body": b"POST / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: h2c\r\n"
     b"Content-Length: 3\r\n\r\nabc",
     "unsupported expect": POST + b"Expect: 200-ok\r\nContent-Length: 3\r\n\r\nabc",
+    "a flood of empty lines": b"\r\n" * 2000,
     "oversized header": b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"x" * 70_000 + b"\r\n\r\n",
     "oversized target": b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: h\r\n\r\n",
     "too many headers": b"GET / HTTP/1.1\r\nHost: h\r\n"
