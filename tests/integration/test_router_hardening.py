@@ -11,6 +11,7 @@ to its log.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 from collections.abc import Iterator
@@ -159,6 +160,7 @@ SMUGGLING = {
     "upgrade with a body": b"POST / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\nUpgrade: h2c\r\n"
     b"Content-Length: 3\r\n\r\nabc",
     "unsupported expect": POST + b"Expect: 200-ok\r\nContent-Length: 3\r\n\r\nabc",
+    "a flood of empty lines": b"\r\n" * 2000,
     "oversized header": b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"x" * 70_000 + b"\r\n\r\n",
     "oversized target": b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: h\r\n\r\n",
     "too many headers": b"GET / HTTP/1.1\r\nHost: h\r\n"
@@ -295,6 +297,51 @@ def test_no_input_crashes_hangs_or_breaks_the_router(router: RunningRouter, data
         # a crash in the handler, 502/504 an upstream the router broke.
         assert status == 200 or status in REFUSALS, (status, data, answer.raw[:300])
     assert router.process.popen.poll() is None, router.process.log()[-3000:]
+
+
+json_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**80), max_value=2**80),
+        st.floats(allow_nan=False),
+        st.text(max_size=20),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+feedback_documents = st.one_of(
+    json_values,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "key": json_values | st.sampled_from(["user-1", ""]),
+            "requestId": json_values | st.sampled_from(["req-1", ""]),
+            "success": json_values,
+            "value": json_values | st.sampled_from([1.5, -2, 1e308, 10**400, -(10**400)]),
+        },
+    ),
+)
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(feedback_documents)
+def test_any_feedback_document_gets_an_answer_not_a_crash(router: RunningRouter, document: object) -> None:
+    body = json.dumps(document).encode()
+    answer = send(
+        router.port,
+        b"POST /feedback HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+        + body,
+    )
+    # 200 attributed, 400 malformed, 404 unknown requestId without a key (the routes are sticky, so
+    # no 409); never a 500.
+    assert len(answer.statuses) == 1 and answer.statuses[0] in {200, 400, 404}, (document, answer.raw[:300])
 
 
 def test_the_router_survived_the_fuzzing(router: RunningRouter) -> None:

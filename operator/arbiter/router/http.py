@@ -164,6 +164,7 @@ class _Connection(asyncio.Protocol):
         "_head_bytes",
         "_head_done",
         "_headers",
+        "_idle_bytes",
         "_in_message",
         "_last_active",
         "_length",
@@ -198,6 +199,7 @@ class _Connection(asyncio.Protocol):
         self._started_in_feed = False
         self._continue_pending = False
         self._declared_body = False
+        self._idle_bytes = 0
         self.peer = ""
         self._reset_message()
         self._in_message = False
@@ -263,6 +265,12 @@ class _Connection(asyncio.Protocol):
             self._reject(rejection)
             return
         if not self._in_message:
+            if not in_message_before and not self._started_in_feed:
+                # llhttp skips empty lines between requests; a client sending nothing else must
+                # not hold the connection open with them forever.
+                self._idle_bytes += len(data)
+                if self._idle_bytes > 1024:
+                    self._reject(_BadRequest(400, "stray bytes between requests"))
             return
         # What llhttp holds inside a header line is not visible to the callbacks; bound it by
         # counting the bytes of every read that belonged wholly to the message in progress.
@@ -306,6 +314,7 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks (called from inside feed_data) -------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._idle_bytes = 0
         self._reset_message()
         self._in_message = True
         self._started_in_feed = True

@@ -40,6 +40,7 @@ VARIANT_HEADER = "x-arbiter-variant"
 REQUEST_ID_HEADER = "x-request-id"
 FEEDBACK_PATH = "/feedback"
 _FEEDBACK_MAX_BYTES = 64 * 1024
+_MAX_FEEDBACK_VALUE = 1e154  # its square still fits in a float
 _NO_VARIANT = "none"
 # Enough to attribute feedback that arrives minutes after the request at thousands of req/s.
 _REQUEST_ID_MEMORY = 100_000
@@ -439,9 +440,15 @@ def _parse_feedback(
     if has_success and not isinstance(success, bool):
         return "`success` must be true or false", None
     if has_value:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             return "`value` must be a finite number", None
-        value = float(value)
+        try:
+            value = float(value)  # JSON integers have no size limit: 1e400 written out overflows
+        except OverflowError:
+            return "`value` must be a finite number", None
+        # The square too: a value whose square is infinite would poison the Σx² counter for good.
+        if not math.isfinite(value * value):
+            return f"`value` must be a finite number of magnitude below {_MAX_FEEDBACK_VALUE:g}", None
     return "", (key, request_id, success if has_success else None, value if has_value else None)
 
 

@@ -245,3 +245,69 @@ async def test_a_flood_of_pipelined_requests_is_answered_in_full(server) -> None
     assert len(answers) == count
     assert answers[-1][1]["x-seen"] == str(count)
     assert len(echo.requests) == count
+
+
+class _Transport:
+    """A transport that records what the protocol writes (no socket: reads arrive exactly as fed)."""
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str) -> object:
+        return ("127.0.0.1", 1234) if name == "peername" else None
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def feed_reads(reads: list[bytes], limit: int = 100_000) -> tuple[Echo, bytes]:
+    """Feed the protocol these reads one by one, as the event loop would; return what it answered."""
+    from arbiter.router.http import _Connection
+
+    echo = Echo()
+    server = HTTPServer(echo, max_body_bytes=lambda: limit, on_rejected=echo.rejected.append)
+    connection = _Connection(server)
+    transport = _Transport()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    for read in reads:
+        connection.data_received(read)
+        while connection.busy:
+            await asyncio.sleep(0)
+    return echo, bytes(transport.written)
+
+
+async def test_a_body_that_ends_in_a_large_read_is_not_taken_for_stray_bytes() -> None:
+    body = b"x" * 50_000
+    head = b"POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(body)
+    echo, written = await feed_reads([head + body[:10], body[10:], b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"])
+    assert [json.loads(b)["target"] for _, _, b in responses(written)] == ["/p", "/next"]
+    assert echo.requests[0].body == body
+    assert not echo.rejected
+
+
+async def test_empty_lines_between_requests_are_tolerated_but_not_forever() -> None:
+    request = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n"
+    echo, written = await feed_reads([request, b"\r\n" * 10, request])
+    assert [status for status, _, _ in responses(written)] == [200, 200], "RFC 9112 2.2: a few are fine"
+    echo, written = await feed_reads([request] + [b"\r\n" * 100] * 6)
+    assert [status for status, _, _ in responses(written)] == [200, 400]
+    assert echo.rejected == [400]

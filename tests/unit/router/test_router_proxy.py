@@ -406,6 +406,10 @@ async def test_bad_feedback_is_rejected(model_server, start_router) -> None:
         json.dumps({"key": "a", "value": "12"}).encode(),
         json.dumps({"key": "", "success": True}).encode(),
         json.dumps({"key": "a", "success": True, "extra": 1}).encode(),
+        b'{"key": "a", "value": NaN}',
+        b'{"key": "a", "value": -Infinity}',
+        b'{"key": "a", "value": 1' + b"0" * 400 + b"}",  # an integer no float can hold
+        b'{"key": "a", "value": 1e200}',  # finite, but its square (for the Σx² counter) is not
     ):
         status, _, body = await post(router, "/feedback", data=payload)
         assert status == 400, payload
