@@ -44,7 +44,7 @@ from kubernetes import client, watch
 from kubernetes.client import ApiClient
 
 from arbiter.k8s.fencing import NotLeaderError, fence, install
-from arbiter.k8s.traffic import ConflictError, KubeError, Resource, TrafficClient
+from arbiter.k8s.traffic import ConflictError, Resource, TrafficClient
 
 __all__ = [
     "DEFAULT_LEASE_NAME",
