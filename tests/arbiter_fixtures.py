@@ -46,10 +46,16 @@ def experiment_docs(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """Distinct free ports: all are held at once while picking, so two calls cannot return the same one."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 class OperatorProcess:
@@ -74,9 +80,10 @@ class OperatorProcess:
         self.log_path = log_path
         self.extra_env = env or {}
         self.scope = scope if scope is not None else ["--all-namespaces"]
-        self.metrics_url = f"http://127.0.0.1:{_free_port()}/metrics"
+        metrics_port, liveness_port = _free_ports(2)
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         self.process: subprocess.Popen[bytes] | None = None
-        self.liveness_url = f"http://127.0.0.1:{_free_port()}/healthz"
+        self.liveness_url = f"http://127.0.0.1:{liveness_port}/healthz"
 
     def start(self) -> OperatorProcess:
         """Start the operator (appending to the same log)."""

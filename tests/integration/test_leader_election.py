@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 
 from arbiter_fixtures import ROOT, OperatorProcess, experiment_docs
@@ -75,14 +74,16 @@ def create_experiment(kube_api: Any, namespace: str, name: str) -> None:
     )
 
 
-def experiment(cluster: Any, namespace: str, name: str) -> dict[str, Any]:
-    out = cluster.kubectl("get", "mexp", name, "-n", namespace, "-o", "yaml").stdout
-    return dict(yaml.safe_load(out))
+def experiment(kube_api: Any, namespace: str, name: str) -> dict[str, Any]:
+    api = client.CustomObjectsApi(kube_api)
+    return dict(
+        api.get_namespaced_custom_object("arbiter.dev", "v1alpha1", namespace, "modelexperiments", name)
+    )
 
 
-def wait_for_pending(cluster: Any, namespace: str, name: str, timeout: float = 30) -> float:
+def wait_for_pending(kube_api: Any, namespace: str, name: str, timeout: float = 30) -> float:
     wait_for(
-        lambda: (experiment(cluster, namespace, name).get("status") or {}).get("phase") == "Pending",
+        lambda: (experiment(kube_api, namespace, name).get("status") or {}).get("phase") == "Pending",
         timeout=timeout,
         message=f"nobody wrote the status of {name}",
     )
@@ -126,7 +127,7 @@ def test_one_leads_the_other_waits_and_takes_over_when_the_leader_is_killed(
     wait_for(lambda: "held by replica-a" in second.log(), timeout=30, message="replica-b is not waiting")
 
     create_experiment(kube_api, namespace, "before")
-    wait_for_pending(cluster, namespace, "before")
+    wait_for_pending(kube_api, namespace, "before")
     assert acted(first)
     assert not acted(second), "the waiting replica ran handlers"
     assert is_leader_metric(first) == 1.0 and is_leader_metric(second) == 0.0
@@ -139,7 +140,7 @@ def test_one_leads_the_other_waits_and_takes_over_when_the_leader_is_killed(
         kube_api, namespace, "replica-b", timeout=LEASE_DURATION + 2 * RETRY_PERIOD + SLACK
     )
     create_experiment(kube_api, namespace, "after")
-    acting = wait_for_pending(cluster, namespace, "after", timeout=30)
+    acting = wait_for_pending(kube_api, namespace, "after", timeout=30)
     handover, first_write = taken - killed, acting - killed
     print(
         f"\nhandover after SIGKILL: lease taken {handover:.1f}s, a new experiment handled {first_write:.1f}s"
@@ -167,7 +168,7 @@ def test_a_stopped_leader_releases_the_lease_so_the_other_takes_over_at_its_next
     assert "released the leader lease" in first.log()
     taken = wait_for_holder(kube_api, namespace, "replica-b", timeout=LEASE_DURATION)
     create_experiment(kube_api, namespace, "after")
-    acting = wait_for_pending(cluster, namespace, "after")
+    acting = wait_for_pending(kube_api, namespace, "after")
     handover = taken - stopped
     print(
         f"\nhandover after SIGTERM: lease taken {handover:.1f}s, a new experiment handled {acting - stopped:.1f}s"
@@ -184,7 +185,7 @@ def test_a_leader_whose_lease_is_taken_stops_before_its_next_write(
     wait_for_holder(kube_api, namespace, "replica-a", timeout=30)
     first.wait_ready()
     create_experiment(kube_api, namespace, "before")
-    wait_for_pending(cluster, namespace, "before")
+    wait_for_pending(kube_api, namespace, "before")
 
     # Another holder, written the way a new leader writes it (a resourceVersion-guarded replace).
     coordination = client.CoordinationV1Api(kube_api)
@@ -210,7 +211,39 @@ def test_a_leader_whose_lease_is_taken_stops_before_its_next_write(
     assert exited < RETRY_PERIOD
     assert "leadership lost (lease" in first.log() and "someone-else" in first.log()
     # It never acted on the new experiment: no status, no finalizer.
-    after = experiment(cluster, namespace, "after")
+    after = experiment(kube_api, namespace, "after")
     assert not after.get("status"), after.get("status")
     assert not after["metadata"].get("finalizers")
     assert holder(kube_api, namespace) == "someone-else"
+
+
+def test_a_paused_leader_that_wakes_after_losing_its_lease_writes_nothing(
+    kube_api: Any, namespace: str, candidates: Any
+) -> None:
+    """A GC pause, a frozen VM or a partition: the leader sleeps past its lease, another takes over, then
+    the old one wakes up with work queued. It must notice before it writes (Argo Rollouts #2117)."""
+    first = candidates("replica-a")
+    wait_for_holder(kube_api, namespace, "replica-a", timeout=30)
+    first.wait_ready()
+    second = candidates("replica-b")
+    second.wait_ready()
+    wait_for(lambda: "held by replica-a" in second.log(), timeout=30, message="replica-b is not waiting")
+    create_experiment(kube_api, namespace, "before")
+    wait_for_pending(kube_api, namespace, "before")
+
+    assert first.process is not None
+    first.process.send_signal(signal.SIGSTOP)
+    try:
+        wait_for_holder(kube_api, namespace, "replica-b", timeout=LEASE_DURATION + 2 * RETRY_PERIOD + SLACK)
+        # The new leader goes away too, so whatever is written from now on can only come from replica-a.
+        second.kill()
+        create_experiment(kube_api, namespace, "queued")
+    finally:
+        first.process.send_signal(signal.SIGCONT)
+    code = first.process.wait(timeout=RENEW_DEADLINE + SLACK)
+    print(f"\nthe paused leader exited with {code} after waking up")
+    assert code == 1
+    assert "leadership lost" in first.log()
+    queued = experiment(kube_api, namespace, "queued")
+    assert not queued.get("status"), f"the old leader wrote {queued.get('status')}"
+    assert holder(kube_api, namespace) == "replica-b"

@@ -44,7 +44,7 @@ from kubernetes import client, watch
 from kubernetes.client import ApiClient
 
 from arbiter.k8s.fencing import NotLeaderError, fence, install
-from arbiter.k8s.traffic import ConflictError, KubeError, Resource, TrafficClient
+from arbiter.k8s.traffic import ConflictError, Resource, TrafficClient
 
 __all__ = [
     "DEFAULT_LEASE_NAME",
@@ -186,7 +186,6 @@ class LeaderElector:
         store: the Lease API; the API server (through the default kubeconfig) when None.
         monotonic: the clock that measures expiry (never compared across machines).
         now: the wall clock written into ``acquireTime``/``renewTime`` (for humans and tools).
-        sleep_until: waits up to N seconds or until the given event is set; returns True if set.
     """
 
     config: LeaseConfig
@@ -310,10 +309,12 @@ class LeaderElector:
         cfg = self.config
         waiting_for: str | None = None
         while not stop.is_set():
+            # Leadership counts from before the request: the stored renewal is at least that recent.
+            attempted_at = self.monotonic()
             try:
                 if self.try_acquire_or_renew():
                     with self._lock:
-                        self._renewed_at = self.monotonic()
+                        self._renewed_at = attempted_at
                         self._lost = None
                     log.info("acquired the leader lease %s/%s as %s", cfg.namespace, cfg.name, cfg.identity)
                     return True
@@ -326,7 +327,7 @@ class LeaderElector:
                         waiting_for or "nobody",
                         cfg.retry_period,
                     )
-            except KubeError as err:
+            except Exception as err:  # unreachable API server, bad answer: wait and try again
                 log.warning("cannot read or write lease %s/%s: %s", cfg.namespace, cfg.name, err)
             stop.wait(cfg.retry_period * (1 + random.random() * _JITTER))
         return False
@@ -396,14 +397,16 @@ class LeaderElector:
     def renew_once(self) -> str | None:
         """One renewal attempt; returns why leadership is lost, or None while it is kept."""
         cfg = self.config
+        # Leadership counts from before the request (conservative: never from when the answer came).
+        attempted_at = self.monotonic()
         try:
             renewed = self.try_acquire_or_renew()
-        except KubeError as err:
+        except Exception as err:  # any failure is a missed renewal; the deadline decides what follows
             log.warning("renewing lease %s/%s failed: %s", cfg.namespace, cfg.name, err)
             renewed = False
         with self._lock:
             if renewed:
-                self._renewed_at = self.monotonic()
+                self._renewed_at = attempted_at
                 return None
             holder = self.observed_holder
             if holder and holder != cfg.identity:
@@ -457,7 +460,7 @@ class LeaderElector:
                 "acquireTime": stamp,
             }
             store.replace(cfg.namespace, cfg.name, {**current, "spec": spec})
-        except KubeError as err:
+        except Exception as err:  # the Lease then expires after its duration, as after a crash
             log.warning("could not release lease %s/%s: %s", cfg.namespace, cfg.name, err)
             return False
         log.info("released the leader lease %s/%s", cfg.namespace, cfg.name)

@@ -23,7 +23,7 @@ class MemoryLeaseStore:
     def __init__(self) -> None:
         self.leases: dict[str, dict[str, Any]] = {}
         self.version = 100
-        self.fail: KubeError | None = None
+        self.fail: Exception | None = None
         self.writes = 0
 
     def _check(self) -> None:
@@ -155,6 +155,10 @@ def test_the_leader_gives_up_when_renewals_fail_for_the_renew_deadline() -> None
     a = elector(store, clock, "a")
     assert a.acquire(threading.Event())
     store.fail = KubeError(0, "ConnectionError", "API server unreachable")
+    clock.t += 1
+    assert a.renew_once() is None
+    store.fail = ValueError("an answer that is not JSON")  # type: ignore[assignment]
+    clock.t -= 1
     clock.t += 2
     assert a.renew_once() is None  # one failed renewal is not a loss yet
     assert a.is_leading()
