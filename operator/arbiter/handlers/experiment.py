@@ -24,12 +24,14 @@ from arbiter.api import (
     PLURAL,
     TERMINAL_PHASES,
     VERSION,
+    Direction,
     ModelExperimentSpec,
     Phase,
     parse_duration,
     parse_spec,
 )
 from arbiter.api.conditions import set_condition
+from arbiter.api.status_view import leading_challenger
 from arbiter.handlers import telemetry
 from arbiter.handlers.observe import read_observations
 from arbiter.k8s import experiments as k8s_experiments
@@ -94,7 +96,7 @@ async def experiment_loop(
         finally:
             telemetry.TICK_SECONDS.observe(time.monotonic() - started)
         if delay is None:
-            telemetry.record_phase(namespace or "", name, None)
+            telemetry.forget(namespace or "", name)
             return
         waiter = asyncio.ensure_future(wakeup.wait())
         stopper = asyncio.ensure_future(stopped.wait())
@@ -126,7 +128,7 @@ def on_delete(
     transient failure is retried a few times, then the deletion goes through with a warning, so a
     finalizer never holds a namespace hostage.
     """
-    telemetry.record_phase(namespace or "", name, None)
+    telemetry.forget(namespace or "", name)
     phase = dict(status or {}).get("phase")
     if phase in {p.value for p in TERMINAL_PHASES} or phase in (None, Phase.PENDING.value):
         return
@@ -274,14 +276,28 @@ async def _write(
     events: list[Event] | tuple[Event, ...],
     logger: kopf.Logger,
 ) -> None:
-    """Write status when it changed, then post the events."""
+    """Write status when it changed (with its summary of the leading challenger), then post the events."""
     meta = body["metadata"]
-    telemetry.record_phase(meta["namespace"], meta["name"], status.get("phase"))
+    status = _with_leading(body, status)
+    telemetry.record(meta["namespace"], meta["name"], body, status)
     if status != before:
         await asyncio.to_thread(k8s_experiments.replace_status, meta["namespace"], meta["name"], status)
     for event in events:
         logger.info("%s: %s", event.reason, event.message)
         kopf.event(ref, type=event.type, reason=event.reason, message=event.message[:1024])
+
+
+def _with_leading(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """The status with ``leading`` (the challenger ahead on the primary metric) filled in or removed."""
+    primary = ((body.get("spec") or {}).get("analysis") or {}).get("primary") or {}
+    try:
+        leading = leading_challenger(status, Direction(primary.get("direction", "Increase")))
+    except ValueError:  # an unknown direction in a spec the API server let through: no summary
+        leading = None
+    updated = {k: v for k, v in status.items() if k != "leading"}
+    if leading is not None:
+        updated["leading"] = leading
+    return updated
 
 
 def _parse(spec: dict[str, Any]) -> tuple[ModelExperimentSpec | None, str | None]:
