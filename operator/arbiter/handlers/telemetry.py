@@ -97,15 +97,6 @@ class ExperimentCollector(Collector):
         yield from experiment_families(self.snapshots())
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("arbiter")
-    except Exception:  # not installed as a distribution (e.g. run from a source tree)
-        return arbiter.__version__
-
-
 def _number(value: Any) -> float | None:
     if isinstance(value, bool):
         return 1.0 if value else 0.0
@@ -153,7 +144,7 @@ def experiment_families(snapshots: list[Snapshot]) -> list[GaugeMetricFamily | I
     """
     out = _Families()
     build = InfoMetricFamily("arbiter_build", "The operator's version.", labels=["version"])
-    build.add_metric([_version()], {})
+    build.add_metric([arbiter.version()], {})
     out.items["arbiter_build"] = build
     counts = dict.fromkeys(PHASES, 0)
     for snapshot in snapshots:
