@@ -137,16 +137,16 @@ def matching_scrape(
     pair counts only when both reads are the same object version.
     """
     last: list[str] = []
+    seen: list[str | None] = []
 
     def attempt() -> tuple[str, dict[str, Any]] | None:
         nonlocal last
         before = get_experiment(kube_api, namespace, name)
         text, samples = scrape(operator)
         after = get_experiment(kube_api, namespace, name)
-        if before["metadata"]["resourceVersion"] != after["metadata"]["resourceVersion"]:
-            return None
-        if not ready(after.get("status") or {}):
-            last = ["status not ready yet"]
+        status = after.get("status") or {}
+        if before["metadata"]["resourceVersion"] != after["metadata"]["resourceVersion"] or not ready(status):
+            seen.append(status.get("phase"))
             return None
         last = mismatches(after, samples)
         return None if last else (text, after)
@@ -154,7 +154,9 @@ def matching_scrape(
     try:
         return wait_for(attempt, timeout=60, interval=0.3, message="a scrape that matches the status")
     except AssertionError as err:
-        raise AssertionError(f"{err}\nlast mismatches: {last}") from None
+        raise AssertionError(
+            f"{err}\nlast mismatches: {last}\nphases while not ready or moving: {sorted(set(map(str, seen)))}"
+        ) from None
 
 
 def promtool_check(text: str) -> None:
