@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -397,3 +398,34 @@ def test_watch_redraws_in_place_on_a_terminal(cluster: Any, arbiter_crd: str, na
         assert screen().count("Name:") == 1
     finally:
         subprocess.run([*tmux, "kill-server"], check=False, timeout=30)
+
+
+def test_watching_a_namespace_shows_new_experiments_and_ctrl_c_ends_it_quietly(
+    cluster: Any, arbiter_crd: str, namespace: str
+) -> None:
+    create_experiment(cluster, namespace, name="first", status={"phase": "Progressing"})
+    watch = start_watch(cluster, "-n", namespace, "-o", "wide")
+    try:
+        assert watch.stdout is not None
+        header = watch.stdout.readline() + watch.stdout.readline()
+        assert "NAME" in header and "LEADER" in header, header
+        create_experiment(cluster, namespace, name="second", status={"phase": "Pending"})
+        wait_for(
+            lambda: watch.stdout is not None and watch.stdout.readline().startswith("second"),
+            timeout=30,
+            message="the new experiment to appear in the watched table",
+        )
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=30)
+    finally:
+        watch.kill()
+    assert watch.returncode == 130 and "Traceback" not in err and err.strip() == "", err
+
+
+def test_status_prints_the_object_as_json_or_yaml(cluster: Any, arbiter_crd: str, namespace: str) -> None:
+    name = create_experiment(cluster, namespace, status={"phase": "Progressing", "currentStep": 0})
+    as_yaml = yaml.safe_load(
+        kubectl(cluster, "arbiter", "status", name, "-n", namespace, "-o", "yaml").stdout
+    )
+    as_json = json.loads(kubectl(cluster, "arbiter", "status", name, "-n", namespace, "-o", "json").stdout)
+    assert as_yaml == as_json and as_json["status"]["phase"] == "Progressing"

@@ -105,6 +105,9 @@ def patch_experiment(namespace: str, name: str, patch: dict[str, Any]) -> dict[s
     return cast(dict[str, Any], result)
 
 
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
 def current_namespace() -> str:
     """The namespace of the kubeconfig's context in use (``default`` when unset or in-cluster)."""
     from kubernetes import config as kube_config
@@ -112,8 +115,12 @@ def current_namespace() -> str:
     path, context = selected()
     try:
         contexts, active = kube_config.list_kube_config_contexts(path)  # type: ignore[no-untyped-call]
-    except Exception:  # no kubeconfig (in-cluster): the caller's namespace is not known
-        return "default"
+    except Exception:  # no kubeconfig: in a pod, its own namespace, as kubectl does
+        try:
+            with open(SERVICE_ACCOUNT_NAMESPACE) as handle:
+                return handle.read().strip() or "default"
+        except OSError:
+            return "default"
     if context is not None:
         active = next((c for c in contexts if c.get("name") == context), active)
     return str((active or {}).get("context", {}).get("namespace") or "default")
