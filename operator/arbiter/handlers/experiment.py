@@ -105,6 +105,9 @@ async def experiment_loop(
         finally:
             waiter.cancel()
             stopper.cancel()
+    if stopped.reason is not None and kopf.DaemonStoppingReason.RESOURCE_DELETED in stopped.reason:
+        # A tick that read the object just before its deletion may have recorded it after on_delete forgot it.
+        telemetry.forget(namespace or "", name)
 
 
 #: Attempts to hand traffic back to the champion on deletion before the finalizer is released anyway.

@@ -13,7 +13,6 @@ Two kinds:
 from __future__ import annotations
 
 import datetime as dt
-import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
 import arbiter
-from arbiter.api import ModelExperimentSpec, Phase, parse_spec
+from arbiter.api import Mode, ModelExperimentSpec, Phase, parse_spec
 from arbiter.api.status_view import primary_results, samples, step_samples
 
 DECISIONS = Counter("arbiter_decisions", "Decisions taken by the engine, by outcome.", ["outcome"])
@@ -431,8 +430,6 @@ def _guardrails(
 def _shadow(
     out: _Families, base: dict[str, str], spec: ModelExperimentSpec | None, status: Mapping[str, Any]
 ) -> None:
-    from arbiter.api import Mode
-
     if spec is None or spec.mode is not Mode.SHADOW:
         return
     shadow = spec.challengers[0].name
@@ -447,7 +444,7 @@ def _shadow(
         percent / 100.0 if mirroring else 0.0,
         variant=shadow,
     )
-    agreement = {g.name for g in spec.analysis.guardrails if g.query and re.search(AGREEMENT_METRIC, g.query)}
+    agreement = {g.name for g in spec.analysis.guardrails if g.query and AGREEMENT_METRIC in g.query}
     for state in status.get("guardrails") or []:
         if isinstance(state, Mapping) and state.get("name") in agreement and state.get("variant") == shadow:
             _add(out, "arbiter_experiment_shadow_agreement_ratio", base, state.get("value"), variant=shadow)
