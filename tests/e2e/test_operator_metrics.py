@@ -347,8 +347,9 @@ def test_shadow_agreement_is_exported_and_the_shadow_panels_have_data(
         timeout=30,
         message="the operator to export the agreement",
     )
-    _, samples = scrape(scraped_operator)
+    text, samples = scrape(scraped_operator)
     assert of(samples, "arbiter_experiment_shadow_mirror_ratio", **exp) == 1.0
+    promtool_check(text)
     queries = dashboard_queries(shadow=True)
     assert {title for _, title, _ in queries} == {
         "Shadow agreement",

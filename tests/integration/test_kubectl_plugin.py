@@ -364,10 +364,19 @@ def test_a_closed_pipe_ends_the_watch_quietly(cluster: Any, arbiter_crd: str, na
     assert err == "", "no traceback, no message: the reader simply went away"
 
 
-def test_watch_redraws_in_place_on_a_terminal(cluster: Any, arbiter_crd: str, namespace: str) -> None:
-    """In a terminal (tmux), the frame is redrawn where it was: the screen shows one frame, the latest."""
+@pytest.mark.parametrize("rows", [60, 12], ids=["frame-fits", "frame-taller-than-the-terminal"])
+def test_watch_redraws_in_place_on_a_terminal(
+    cluster: Any, arbiter_crd: str, namespace: str, rows: int
+) -> None:
+    """In a terminal (tmux), the frame is redrawn where it was: the screen shows one frame, the latest.
+
+    With a frame taller than the terminal the cursor stops at the top row, and clearing from there
+    still leaves nothing of the old frame on the screen.
+    """
     name = create_experiment(
-        cluster, namespace, status={"phase": "Progressing", "weights": {"v1": 90, "v2": 10}}
+        cluster,
+        namespace,
+        status={"phase": "Progressing", "decision": {"outcome": "Hold", "reason": "first look"}},
     )
     tmux = ["tmux", "-L", f"arbiter-{namespace}"[:60]]  # a server of its own: never the user's sessions
     command = (
@@ -375,7 +384,9 @@ def test_watch_redraws_in_place_on_a_terminal(cluster: Any, arbiter_crd: str, na
         "echo EXIT=$?; sleep 600"
     )
     subprocess.run(
-        [*tmux, "new-session", "-d", "-s", "watch", "-x", "160", "-y", "60", command], check=True, timeout=30
+        [*tmux, "new-session", "-d", "-s", "watch", "-x", "160", "-y", str(rows), command],
+        check=True,
+        timeout=30,
     )
 
     def screen() -> str:
@@ -388,14 +399,16 @@ def test_watch_redraws_in_place_on_a_terminal(cluster: Any, arbiter_crd: str, na
         ).stdout
 
     try:
-        wait_for(lambda: "v1 90%, v2 10%" in screen(), timeout=30, message="the first frame")
-        set_status(cluster, namespace, name, {"weights": {"v1": 50, "v2": 50}})
-        wait_for(lambda: "v1 50%, v2 50%" in screen(), timeout=30, message="the redrawn frame")
-        shown = screen()
-        assert shown.count("Name:") == 1 and "v1 90%" not in shown, shown
+        wait_for(lambda: "first look" in screen(), timeout=30, message="the first frame")
+        for look in ("second look", "third look"):
+            set_status(cluster, namespace, name, {"decision": {"outcome": "Hold", "reason": look}})
+            wait_for(lambda look=look: look in screen(), timeout=30, message=f"the frame of the {look}")
+            shown = screen()
+            assert shown.count("Decision:") == 1 and shown.count("watching;") == 1, shown
+            assert "first look" not in shown and (look == "second look" or "second look" not in shown), shown
         set_status(cluster, namespace, name, {"phase": "Promoted"})
         wait_for(lambda: "EXIT=0" in screen(), timeout=30, message="the watch to exit 0 on Promoted")
-        assert screen().count("Name:") == 1
+        assert screen().count("Decision:") == 1
     finally:
         subprocess.run([*tmux, "kill-server"], check=False, timeout=30)
 
