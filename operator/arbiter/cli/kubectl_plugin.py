@@ -29,7 +29,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn
 
 ACTIONS = ("promote", "abort", "retry", "resume")
@@ -325,8 +325,9 @@ def _watch(args: argparse.Namespace, namespace: str | None) -> int:
         raise UsageError("--watch draws tables; use -o wide or no -o")
     screen = _Screen()
     deadline = time.monotonic() + args.timeout if args.timeout else None
-    updates: Iterator[list[dict[str, Any]]] = experiments.watch_experiments(
-        namespace, args.name, timeout_seconds=_watch_window(deadline)
+    updates = _reconnecting(
+        lambda: experiments.watch_experiments(namespace, args.name, timeout_seconds=_watch_window(deadline)),
+        deadline,
     )
     seen = False
     for items in updates:
@@ -353,9 +354,52 @@ def _watch(args: argparse.Namespace, namespace: str | None) -> int:
             )
             screen.draw(table, "watching (Ctrl-C to stop)")
         if deadline is not None and time.monotonic() >= deadline:
-            _write_stderr(f"error: not decided within {args.timeout:g}s\n")
-            return EXIT_TIMEOUT
-    return 0  # pragma: no cover - the watch never ends by itself
+            break
+    _write_stderr(f"error: not decided within {args.timeout:g}s\n")
+    return EXIT_TIMEOUT
+
+
+#: How long `--watch` keeps trying to get its connection back before giving up with an error.
+RECONNECT_SECONDS = 300.0
+
+
+def _reconnecting(
+    open_updates: Callable[[], Iterator[list[dict[str, Any]]]],
+    deadline: float | None,
+    *,
+    give_up_after: float = RECONNECT_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[list[dict[str, Any]]]:
+    """The updates of a watch that survives a lost connection (an API server restart, a network blip).
+
+    Until the first update arrives an error ends the watch at once (a wrong server should fail fast);
+    after that, a transient error is retried with a growing pause (1 s up to 10 s) for up to
+    ``give_up_after`` seconds; the updates end when ``deadline`` passes while reconnecting. The whole set
+    is yielded again after each reconnection.
+    """
+    from arbiter.k8s.config import is_transient
+
+    connected = False
+    failing_since: float | None = None
+    pause = 1.0
+    while True:
+        try:
+            for items in open_updates():
+                connected, failing_since, pause = True, None, 1.0
+                yield items
+            return  # pragma: no cover - watch_experiments never ends by itself
+        except Exception as exc:
+            if not connected or not is_transient(exc):
+                raise
+            now = time.monotonic()
+            failing_since = now if failing_since is None else failing_since
+            if deadline is not None and now >= deadline:
+                return  # the caller reports its timeout
+            if now - failing_since >= give_up_after:
+                raise
+            _write_stderr(f"lost the watch ({type(exc).__name__}); reconnecting\n")
+            sleep(pause)
+            pause = min(10.0, pause * 2)
 
 
 def _watch_window(deadline: float | None) -> int:

@@ -157,3 +157,13 @@ def describe_error(exc: BaseException) -> str | None:
         detail = re.sub(r"^(<[^>]*>|\w+\([^)]*\)): ", "", detail)
         return f"cannot reach the API server at {server()}: {detail or type(reason).__name__}"
     return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error of the client may pass by itself: a lost connection, a timeout, a 5xx or a 429."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError as Urllib3Error
+
+    if isinstance(exc, ApiException):
+        return exc.status is not None and (exc.status >= 500 or exc.status == 429)
+    return isinstance(exc, Urllib3Error | ConnectionError | TimeoutError)

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import ProtocolError
 
-from arbiter.cli.kubectl_plugin import EXIT_ERROR, complete_main, main
+from arbiter.cli.kubectl_plugin import EXIT_ERROR, _reconnecting, complete_main, main
 
 PLUGIN = Path(sys.executable).with_name("kubectl-arbiter")
 
@@ -90,3 +94,48 @@ def test_kubectl_asks_the_plugin_for_completions(capsys: pytest.CaptureFixture[s
     assert capsys.readouterr().out.split() == ["--watch", ":4"]
     complete_main(["get", "-o", ""])
     assert capsys.readouterr().out.split() == ["wide", "json", "yaml", ":4"]
+
+
+def updates_then(
+    error: Exception | None, *batches: list[dict[str, object]]
+) -> Iterator[list[dict[str, object]]]:
+    yield from batches
+    if error is not None:
+        raise error
+
+
+def test_a_watch_survives_a_lost_connection_once_it_was_connected() -> None:
+    """The API server restarting under a long `--watch` (a CI job waiting on a rollout) is not the end."""
+    lost = ProtocolError("Connection broken: IncompleteRead")
+    opened = iter(
+        [
+            updates_then(lost, [{"n": 1}]),
+            updates_then(ApiException(status=503), [{"n": 2}]),
+            updates_then(None, [{"n": 3}], [{"n": 4}]),
+        ]
+    )
+    pauses: list[float] = []
+    seen = list(_reconnecting(lambda: next(opened), None, sleep=pauses.append))
+    assert seen == [[{"n": 1}], [{"n": 2}], [{"n": 3}], [{"n": 4}]]
+    assert pauses == [1.0, 1.0], "the pause starts over after every successful reconnection"
+
+
+def test_a_watch_fails_fast_before_it_connected_and_on_errors_that_do_not_pass() -> None:
+    never = ProtocolError("Connection refused")
+    with pytest.raises(ProtocolError):
+        list(_reconnecting(lambda: updates_then(never), None, sleep=lambda _: None))
+    forbidden = iter([updates_then(ApiException(status=403), [{"n": 1}])])
+    with pytest.raises(ApiException):
+        list(_reconnecting(lambda: next(forbidden), None, sleep=lambda _: None))
+
+
+def test_a_watch_gives_up_reconnecting_after_a_while_or_at_its_deadline() -> None:
+    lost = ProtocolError("Connection broken")
+    with pytest.raises(ProtocolError):
+        list(
+            _reconnecting(lambda: updates_then(lost, [{"n": 1}]), None, give_up_after=0, sleep=lambda _: None)
+        )
+    past = time.monotonic() - 1
+    assert list(_reconnecting(lambda: updates_then(lost, [{"n": 1}]), past, sleep=lambda _: None)) == [
+        [{"n": 1}]
+    ]
