@@ -92,7 +92,8 @@ def test_waits_for_workloads_then_progresses(cluster: Any, namespace: str, opera
         message="the operator's metrics to count the experiment as Progressing",
     )
     assert (
-        f'arbiter_experiment_info{{name="{name}",namespace="{namespace}",phase="Progressing"}} 1.0' in metrics
+        f'arbiter_experiment_phase{{experiment="{name}",namespace="{namespace}",phase="Progressing"}} 1.0'
+        in metrics
     )
     assert "arbiter_tick_duration_seconds_count" in metrics
     assert "arbiter_decisions_total" in metrics

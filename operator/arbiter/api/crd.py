@@ -59,6 +59,28 @@ PRINTER_COLUMNS = [
         "description": "The last decision.",
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    # -o wide: the challenger ahead on the primary metric (status.leading, written by the operator).
+    {
+        "name": "Leader",
+        "type": "string",
+        "jsonPath": ".status.leading.variant",
+        "priority": 1,
+        "description": "The challenger ahead on the primary metric.",
+    },
+    {
+        "name": "Lift",
+        "type": "number",
+        "jsonPath": ".status.leading.relativeLift",
+        "priority": 1,
+        "description": "The leading challenger's relative lift over the champion (0.05 = +5%).",
+    },
+    {
+        "name": "P-Value",
+        "type": "number",
+        "jsonPath": ".status.leading.pValue",
+        "priority": 1,
+        "description": "The leading challenger's p-value on the primary metric.",
+    },
 ]
 
 

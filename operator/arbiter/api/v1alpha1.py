@@ -1009,6 +1009,18 @@ class TrafficStatus(_Model):
     weights: dict[str, int] | None = Field(default=None, description="The weights that were verified.")
 
 
+class LeadingChallenger(_Model):
+    """The challenger ahead on the primary metric, for `kubectl get mexp -o wide` and dashboards."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    variant: str = Field(description="The challenger: the winner of a final decision, else the best lift.")
+    relative_lift: float | None = Field(
+        default=None, description="Its relative lift over the champion (0.05 = +5%)."
+    )
+    p_value: float | None = Field(default=None, description="Its p-value on the primary metric.")
+
+
 class ModelExperimentStatus(_Model):
     """What the operator observed and decided. Everything needed to resume lives here."""
 
@@ -1045,6 +1057,11 @@ class ModelExperimentStatus(_Model):
     )
     traffic: TrafficStatus | None = Field(
         default=None, description="Whether the data plane carries the weights."
+    )
+    leading: LeadingChallenger | None = Field(
+        default=None,
+        description="The challenger ahead on the primary metric, with its lift and p-value (a summary of "
+        "analysis.primary, written by the operator).",
     )
     handled_actions: dict[str, str] | None = Field(
         default=None, description="The arbiter.dev/<action> annotation values already acted on."

@@ -31,12 +31,14 @@ from arbiter.api import (
     PLURAL,
     TERMINAL_PHASES,
     VERSION,
+    Direction,
     ModelExperimentSpec,
     Phase,
     parse_duration,
     parse_spec,
 )
 from arbiter.api.conditions import set_condition
+from arbiter.api.status_view import leading_challenger
 from arbiter.api.timestamps import now_rfc3339
 from arbiter.handlers import telemetry, workloads
 from arbiter.handlers.observe import read_observations
@@ -124,7 +126,7 @@ async def experiment_loop(
         finally:
             telemetry.TICK_SECONDS.observe(time.monotonic() - started)
         if delay is None:
-            telemetry.record_phase(namespace or "", name, None)
+            telemetry.forget(namespace or "", name)
             return
         waiter = asyncio.ensure_future(wakeup.wait())
         stopper = asyncio.ensure_future(stopped.wait())
@@ -137,6 +139,9 @@ async def experiment_loop(
         finally:
             waiter.cancel()
             stopper.cancel()
+    if stopped.reason is not None and kopf.DaemonStoppingReason.RESOURCE_DELETED in stopped.reason:
+        # A tick that read the object just before its deletion may have recorded it after on_delete forgot it.
+        telemetry.forget(namespace or "", name)
 
 
 #: Attempts to hand traffic back to the champion on deletion before the finalizer is released anyway.
@@ -160,7 +165,7 @@ def on_delete(
     transient failure is retried a few times, then the deletion goes through with a warning, so a
     finalizer never holds a namespace hostage.
     """
-    telemetry.record_phase(namespace or "", name, None)
+    telemetry.forget(namespace or "", name)
     phase = dict(status or {}).get("phase")
     if phase in {p.value for p in TERMINAL_PHASES} or phase in (None, Phase.PENDING.value):
         return
@@ -339,12 +344,15 @@ async def _write(
     logger: kopf.Logger,
     memo: kopf.Memo,
 ) -> None:
-    """Write status when it changed (only over the version it was decided from), then post the events.
+    """Write status when it changed (with its summary of the leading challenger), then post the events.
+
+    The write carries the resourceVersion the status was decided from.
 
     Raises:
         StaleStatusError: the object changed since ``body`` was read; nothing was written or posted.
     """
     meta = body["metadata"]
+    status = _with_leading(body, status)
     if status != before:
         # Until the watch delivers this write, the live body still has meta's resourceVersion; if the
         # write is refused as stale, (version, None) makes the next tick read the object afresh.
@@ -357,10 +365,23 @@ async def _write(
             resource_version=meta["resourceVersion"],
         )
         memo["written"] = (meta.get("resourceVersion"), stored)
-    telemetry.record_phase(meta["namespace"], meta["name"], status.get("phase"))
+    telemetry.record(meta["namespace"], meta["name"], body, status)
     for event in events:
         logger.info("%s: %s", event.reason, event.message)
         kopf.event(ref, type=event.type, reason=event.reason, message=event.message[:1024])
+
+
+def _with_leading(body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """The status with ``leading`` (the challenger ahead on the primary metric) filled in or removed."""
+    primary = ((body.get("spec") or {}).get("analysis") or {}).get("primary") or {}
+    try:
+        leading = leading_challenger(status, Direction(primary.get("direction", "Increase")))
+    except ValueError:  # an unknown direction in a spec the API server let through: no summary
+        leading = None
+    updated = {k: v for k, v in status.items() if k != "leading"}
+    if leading is not None:
+        updated["leading"] = leading
+    return updated
 
 
 def _parse(spec: dict[str, Any]) -> tuple[ModelExperimentSpec | None, str | None]:

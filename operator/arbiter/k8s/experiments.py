@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, cast
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from arbiter.api import GROUP, KIND, PLURAL, VERSION
-from arbiter.k8s.config import api_client
+from arbiter.k8s.config import api_client, selected
 from arbiter.k8s.fencing import fence
 
 
@@ -99,12 +100,87 @@ def patch_experiment(namespace: str, name: str, patch: dict[str, Any]) -> dict[s
     return cast(dict[str, Any], result)
 
 
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
 def current_namespace() -> str:
-    """The namespace of the kubeconfig's current context (``default`` when unset or in-cluster)."""
+    """The namespace of the kubeconfig's context in use (``default`` when unset or in-cluster)."""
     from kubernetes import config as kube_config
 
+    path, context = selected()
     try:
-        _, active = kube_config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
-    except Exception:  # no kubeconfig (in-cluster): the caller's namespace is not known
-        return "default"
+        contexts, active = kube_config.list_kube_config_contexts(path)  # type: ignore[no-untyped-call]
+    except Exception:  # no kubeconfig: in a pod, its own namespace, as kubectl does
+        try:
+            with open(SERVICE_ACCOUNT_NAMESPACE) as handle:
+                return handle.read().strip() or "default"
+        except OSError:
+            return "default"
+    if context is not None:
+        active = next((c for c in contexts if c.get("name") == context), active)
     return str((active or {}).get("context", {}).get("namespace") or "default")
+
+
+def watch_experiments(
+    namespace: str | None, name: str | None = None, *, timeout_seconds: int = 60
+) -> Iterator[list[dict[str, Any]]]:
+    """The experiments (one, or all in ``namespace``, or everywhere when None) now and after each change.
+
+    Lists first, then watches from the list's resourceVersion; a watch that ends (server timeout) is
+    resumed, and one whose version expired (410 Gone) starts over from a fresh list. Each change
+    yields the whole current set, sorted by namespace and name; so does the end of every watch request
+    (at most ``timeout_seconds`` apart), so the caller gets a chance to check its own deadline. Runs until
+    the caller stops iterating.
+    """
+    from kubernetes import watch
+
+    api = client.CustomObjectsApi(api_client())
+    selector: dict[str, Any] = {"field_selector": f"metadata.name={name}"} if name else {}
+    while True:
+        if namespace is None:
+            listed: Any = api.list_cluster_custom_object(GROUP, VERSION, PLURAL, **selector)
+        else:
+            listed = api.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, **selector)
+        items = {_key(i): i for i in listed.get("items", [])}
+        version = listed.get("metadata", {}).get("resourceVersion")
+        yield _sorted(items)
+        expired = False
+        while not expired:
+            stream = watch.Watch()  # type: ignore[no-untyped-call]
+            args: tuple[Any, ...] = (
+                (api.list_cluster_custom_object, GROUP, VERSION, PLURAL)
+                if namespace is None
+                else (api.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL)
+            )
+            try:
+                events = stream.stream(  # type: ignore[no-untyped-call]
+                    *args, resource_version=version, timeout_seconds=timeout_seconds, **selector
+                )
+                for event in events:
+                    kind, obj = event["type"], event["object"]
+                    if kind == "BOOKMARK":
+                        version = obj.get("metadata", {}).get("resourceVersion", version)
+                        continue
+                    version = obj.get("metadata", {}).get("resourceVersion", version)
+                    if kind == "DELETED":
+                        items.pop(_key(obj), None)
+                    else:
+                        items[_key(obj)] = obj
+                    yield _sorted(items)
+            except ApiException as exc:
+                if exc.status != 410:
+                    raise
+                expired = True
+            finally:
+                stream.stop()  # type: ignore[no-untyped-call]
+            if not expired:
+                yield _sorted(items)
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str]:
+    meta = obj.get("metadata", {})
+    return (str(meta.get("namespace", "")), str(meta.get("name", "")))
+
+
+def _sorted(items: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
+    return [items[key] for key in sorted(items)]

@@ -1,0 +1,114 @@
+"""What `kubectl arbiter` prints, rendered from a status the engine wrote and from hand-made ones."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from arbiter.cli import _plugin_view as view
+
+NOW = dt.datetime(2026, 1, 1, 0, 12, tzinfo=dt.UTC)
+SPEC: dict[str, Any] = {
+    "mode": "Canary",
+    "champion": {"name": "v1"},
+    "challengers": [{"name": "v2"}, {"name": "v3"}],
+    "steps": [{"weight": 20}, {"weight": 50}],
+    "analysis": {
+        "guardrails": [{"name": "latency", "max": 0.2, "failureLimit": 3}],
+        "primary": {"name": "conversion", "direction": "Increase"},
+        "test": {"alpha": 0.05},
+    },
+}
+STATUS: dict[str, Any] = {
+    "phase": "Progressing",
+    "currentStep": 1,
+    "weights": {"v1": 50, "v2": 25, "v3": 25},
+    "startedAt": "2026-01-01T00:00:00Z",
+    "stepStartedAt": "2026-01-01T00:10:00Z",
+    "decision": {"outcome": "Hold", "reason": "step 1 held: 120s of 600s", "time": "2026-01-01T00:11:00Z"},
+    "guardrails": [{"name": "latency", "variant": "v2", "value": 0.25, "breaches": 2, "breached": True}],
+    "analysis": {
+        "primary": {
+            "metric": "conversion",
+            "method": "Sequential",
+            "results": [
+                {
+                    "variant": "v2",
+                    "verdict": "Inconclusive",
+                    "controlValue": 0.1,
+                    "treatmentValue": 0.12,
+                    "absoluteDifference": 0.02,
+                    "relativeLift": 0.2,
+                    "ciLow": -0.004,
+                    "ciHigh": 0.044,
+                    "pValue": 0.08,
+                    "pValueAdjusted": 0.16,
+                    "nControl": 1200,
+                    "nTreatment": 600,
+                },
+                {"variant": "v3", "verdict": "Inconclusive", "relativeLift": -0.1, "pValue": 0.5},
+            ],
+        },
+        "srm": {
+            "method": "Sequential",
+            "pValue": 0.4,
+            "observed": {"v1": 1200, "v2": 600},
+            "expected": {"v1": 1190.0},
+        },
+    },
+}
+BODY = {"metadata": {"name": "fraud", "namespace": "ml"}, "spec": SPEC, "status": STATUS}
+
+
+def test_the_view_shows_every_number_the_status_holds() -> None:
+    text = view.experiment_view(BODY, NOW)
+    assert "Phase:      Progressing" in text
+    assert "Step:       1 of 0-1 (50% to the challengers)" in text
+    assert "v1 50%, v2 25%, v3 25%" in text
+    # lift, difference, the CI at 95% and both p-values of each challenger
+    assert "95% confidence" in text
+    row = next(line for line in text.splitlines() if line.startswith("v2 ") and "+20.0%" in line)
+    assert row.split() == ["v2", "+20.0%", "+0.02", "[-0.004,", "+0.044]", "0.08", "0.16", "Inconclusive"]
+    # n per variant, from the primary results when there are no engine counters
+    samples_row = next(line for line in text.splitlines() if line.startswith("v1 ") and "champion" in line)
+    assert samples_row.split()[:4] == ["v1", "champion", "50%", "1200"]
+    assert "latency    v2       0.25" in text and "2/3" in text and "BREACHED" in text
+    assert "p = 0.4 (pauses below 0.001), observed v1 1200 (expected 1190), v2 600" in text
+    assert "Decision:   Hold (60s ago): step 1 held: 120s of 600s" in text
+
+
+def test_columns_line_up_whatever_the_length_of_the_names() -> None:
+    long = {**BODY, "metadata": {"name": "a-very-long-experiment-name-" + "x" * 40, "namespace": "ml"}}
+    text = view.list_table([long, BODY], show_namespace=True, wide=True, now=NOW)
+    lines = text.splitlines()
+    starts = [line.index("Canary") for line in lines[1:]]
+    assert len(set(starts)) == 1 and lines[0].index("MODE") == starts[0]
+    assert lines[0].split() == view_header(wide=True)
+    assert lines[2].split()[6:10] == ["Hold", "v2", "+20.0%", "0.08"], "v2 leads: the higher lift"
+
+
+def view_header(*, wide: bool) -> list[str]:
+    return ["NAMESPACE", *(view.WIDE_HEADER if wide else view.LIST_HEADER)]
+
+
+def test_the_stored_leading_summary_wins_over_recomputing_it() -> None:
+    body = {**BODY, "status": {**STATUS, "leading": {"variant": "v3", "relativeLift": -0.1, "pValue": 0.5}}}
+    assert view.leading_of(body)["variant"] == "v3"
+    decrease = {
+        **BODY,
+        "spec": {**SPEC, "analysis": {**SPEC["analysis"], "primary": {"direction": "Decrease"}}},
+    }
+    assert view.leading_of(decrease)["variant"] == "v3", "for a metric that should go down, -10% leads"
+
+
+def test_an_empty_status_renders() -> None:
+    text = view.experiment_view({"metadata": {"name": "new", "namespace": "ml"}, "spec": SPEC}, NOW)
+    assert "Phase:      -" in text and "not looked at it yet" in text
+    assert view.list_table([{"metadata": {"name": "new"}}], show_namespace=False, wide=True, now=NOW)
+
+
+def test_formatting_of_missing_and_odd_numbers() -> None:
+    assert view.percent(None) == view.number(float("nan")) == view.signed("x") == view.count(True) == "-"
+    assert view.age("2026-01-01T00:00:00Z", NOW) == "12m"
+    assert view.age("2025-12-31T21:00:00Z", NOW) == "3h12m"
+    assert view.age("garbage", NOW) == "-"
