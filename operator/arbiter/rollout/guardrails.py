@@ -99,6 +99,7 @@ def judge_guardrails(
     checks: list[GuardrailCheck] = []
     tripped: list[str] = []
     breaching: list[str] = []
+    unjudged: list[str] = []
     champion = spec.champion.name
     for guardrail in spec.analysis.guardrails:
         for challenger in spec.challengers:
@@ -119,6 +120,9 @@ def judge_guardrails(
                 int((before.get((guardrail.name, variant)) or {}).get("breaches", 0)),
             )
             checks.append(check)
+            if not numbers.verdicts:
+                # A reading alone judges nothing (e.g. a relative bound without the champion's value).
+                unjudged.append(f"{guardrail.name}/{variant}")
             if check.breached:
                 breaching.append(f"{guardrail.name}/{variant}")
                 if guardrail.critical or check.breaches >= guardrail.failure_limit:
@@ -130,11 +134,14 @@ def judge_guardrails(
     if breaching:
         condition = ConditionReport("GuardrailsHealthy", False, "Breaching", ", ".join(breaching))
         return GuardrailReport(tuple(checks), condition, False, new_tests)
-    unknown = [f"{c.name}/{c.variant}" for c in checks if c.value is None and c.p_value is None]
+    unknown = unjudged
     if unknown or not data_ok:
-        condition = ConditionReport(
-            "GuardrailsHealthy", None, "NoData", "no data yet for: " + ", ".join(unknown)
+        message = (
+            "no data yet for: " + ", ".join(unknown)
+            if unknown
+            else "a query of this tick failed: health is not claimed on it"
         )
+        condition = ConditionReport("GuardrailsHealthy", None, "NoData", message)
         return GuardrailReport(tuple(checks), condition, not unknown, new_tests)
     condition = ConditionReport(
         "GuardrailsHealthy", True, "Healthy", f"{len(checks)} guardrail check(s) healthy"

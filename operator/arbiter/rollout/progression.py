@@ -92,6 +92,8 @@ def judge_progression(
             Win(winner, results[winner].reason) if winner is not None else Hold(hold_reason(spec, tick))
         )
         return ProgressionReport(state, eliminations, weights, action=action)
+    # A challenger that left this tick changed the split: the step waits for it to be in place again.
+    fresh = fresh or bool(eliminations)
     report = _canary(spec, view, state, samples, winner, results, guardrails_ok and not fresh, tick, fresh)
     return replace(report, eliminations=eliminations, weights=report.weights or weights)
 

@@ -6,8 +6,13 @@ exporter restarts, query errors, resume and retry; see ``golden/capture.py``). E
 recorded input status: the current engine must write the same status, post the same events, route the same
 traffic and report the same outcome.
 
-One difference is deliberate: the package now formats numbers in messages in one way, so a number that does
-not exist reads ``n/a`` where the old engine wrote ``nan`` or ``inf`` (``expected`` is adjusted for that alone).
+Deliberate differences, each adjusted for explicitly (and nothing else):
+
+- the package formats numbers in messages one way, so a number that does not exist reads ``n/a`` where the
+  old engine wrote ``nan`` or ``inf``;
+- two fixes found by the per-judge tests (:data:`FIXED_TICKS`): a guardrail condition that said "no data yet
+  for: " with nothing after it now says why, and a canary that eliminates a challenger holds the step until the
+  new split is in place instead of judging the step on samples counted since the start.
 """
 
 from __future__ import annotations
@@ -45,9 +50,26 @@ def respelled(recorded_value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def expected_of(tick: dict[str, Any]) -> dict[str, Any]:
-    """The recorded result of a tick."""
-    return respelled(tick["expected"])
+#: Recorded ticks whose result changed on purpose, and the change.
+FIXED_TICKS: dict[int, dict[str, str]] = {
+    126: {"condition GuardrailsHealthy": "a query of this tick failed: health is not claimed on it"},
+    321: {
+        "decision": "step 2 (50% challenger) held: waiting for the data plane to carry this step's weights"
+    },
+}
+
+
+def expected_of(tick: dict[str, Any], index: int | None = None) -> dict[str, Any]:
+    """The recorded result of a tick, with the deliberate fixes of :data:`FIXED_TICKS` applied."""
+    expected = respelled(tick["expected"])
+    for what, text in FIXED_TICKS.get(index if index is not None else -1, {}).items():
+        status = expected["status"]
+        if what == "decision":
+            status["decision"]["reason"] = status["message"] = text
+        else:
+            kind = what.split()[1]
+            next(c for c in status["conditions"] if c["type"] == kind)["message"] = text
+    return expected
 
 
 @cache
@@ -125,4 +147,4 @@ def test_every_recorded_tick_is_decided_the_same(chunk: int) -> None:
     for index in range(chunk, len(ticks), 10):
         tick = ticks[index]
         spec = recorded()["specs"][tick["spec"]]
-        assert replay(tick) == expected_of(tick), f"tick {index} ({spec['mode']}) decided differently"
+        assert replay(tick) == expected_of(tick, index), f"tick {index} ({spec['mode']}) decided differently"

@@ -362,3 +362,20 @@ def test_rate_guardrail_with_too_little_data_keeps_the_count() -> None:
 )
 def test_to_dict_leaves_unread_numbers_out(check: GuardrailCheck, expected: dict[str, Any]) -> None:
     assert check.to_dict() == expected
+
+
+def test_a_relative_bound_without_the_champions_reading_is_not_healthy() -> None:
+    """Found by these tests: the challenger's reading alone judged nothing, yet counted as data."""
+    report = judge_guardrails(make_spec(UP), read("errors", v2=0.5), {}, (), None, data_ok=True)
+    (check,) = report.checks
+    assert check.reason == "errors of v2: no data yet" and not check.breached
+    assert report.healthy is False
+    assert (report.condition.ok, report.condition.reason) == (None, "NoData")
+    assert report.condition.message == "no data yet for: errors/v2"
+
+
+def test_healthy_checks_on_a_tick_with_a_failed_query_say_why_health_is_not_claimed() -> None:
+    report = judge_guardrails(make_spec(MAX), read("latency", v1=0.1, v2=0.1), {}, (), None, data_ok=False)
+    assert report.healthy is True, "every check has data; only the condition stays Unknown"
+    assert report.condition.ok is None
+    assert report.condition.message == "a query of this tick failed: health is not claimed on it"

@@ -305,6 +305,20 @@ def test_a_loser_among_several_leaves_while_the_others_go_on() -> None:
     held(report, "10s of 60s")
 
 
+def test_the_tick_that_eliminates_a_challenger_holds_until_the_new_split_is_in_place() -> None:
+    """Found by these tests: the elimination clears the step's baseline, and the step used to be judged on
+    every sample since the start on that same tick (advancing with 10 of 100 samples in the step)."""
+    spec = make_spec(challengers=TWO, steps=[{"weight": 10, "minSamples": 100}, {"weight": 50}])
+    split = {"v1": 90, "v2": 5, "v3": 5}
+    settled = EngineState(step_samples={"v1": 1000.0, "v2": 1000.0, "v3": 1000.0})
+    now = {"v1": 1010.0, "v2": 1010.0, "v3": 1010.0}
+    decision = tick(outcome("v2", Verdict.LOSS, diff=-0.02), outcome("v3", Verdict.INCONCLUSIVE))
+    report = judge_progression(spec, view(split), settled, now, decision, True)
+    assert [e.variant for e in report.eliminations] == ["v2"]
+    assert report.weights == {"v1": 90, "v2": 0, "v3": 10}
+    held(report, "waiting for the data plane to carry this step's weights")
+
+
 def test_an_eliminated_challenger_is_not_announced_twice() -> None:
     spec = make_spec(challengers=TWO)
     state = EngineState(step_samples={"v1": 0.0, "v3": 0.0}, eliminated=("v2",))
