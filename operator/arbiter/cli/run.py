@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Any
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("plain", "full", "json")
+# Loggers whose every line is one probe or scrape hit: kept at WARNING whatever the level, so a liveness
+# probe every few seconds never floods the log.
+QUIET_LOGGERS = ("aiohttp.access",)
 
 
 def register(subparsers: Any) -> None:
@@ -40,7 +47,21 @@ def register(subparsers: Any) -> None:
         metavar="ADDR",
         help="address for --metrics-port (default 0.0.0.0)",
     )
-    parser.add_argument("--verbose", action="store_true", help="log at debug level")
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="debug, info (default), warning or error",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="full",
+        help="full (default: time, logger, level, message), plain (the message only) or json (one object per line)",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="log at debug level (same as --log-level=debug)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -54,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port, addr=args.metrics_address)
-    kopf.configure(verbose=args.verbose)
+    configure_logging("debug" if args.verbose else args.log_level, args.log_format)
     kopf.run(
         clusterwide=not args.namespace,
         namespaces=args.namespace or (),
@@ -62,3 +83,17 @@ def run(args: argparse.Namespace) -> int:
         standalone=True,
     )
     return 0
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """Set Kopf's log handler to ``log_format`` and the root level to ``level``; silence probe hits."""
+    import kopf
+
+    kopf.configure(
+        verbose=level == "debug",
+        quiet=level in ("warning", "error"),
+        log_format=kopf.LogFormat[log_format.upper()],
+    )
+    logging.getLogger().setLevel(level.upper())
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
