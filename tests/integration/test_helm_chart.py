@@ -134,7 +134,7 @@ def test_two_replicas_elect_a_leader_and_get_a_disruption_budget(bin_dir: Path) 
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
             "resourceNames": ["arbiter"],
-            "verbs": ["get", "update"],
+            "verbs": ["get", "update", "watch"],
         },
     ]
     binding = find(docs, "RoleBinding", "arbiter-leader-election")
@@ -305,6 +305,20 @@ def test_two_routers_of_one_name_in_one_namespace_fail(bin_dir: Path, tmp_path: 
     )
     with pytest.raises(HelmError, match='two routers named "fraud" in one namespace'):
         render(bin_dir, values_files=(values,))
+
+
+def test_a_router_instance_of_zero_replicas_keeps_zero(bin_dir: Path) -> None:
+    """An instance's `replicas: 0` (a router parked between experiments) is not replaced by the default."""
+    docs = render(
+        bin_dir,
+        settings=(
+            "router.enabled=true",
+            "router.instances[0].name=parked,router.instances[0].configMap=a,router.instances[0].replicas=0",
+            "router.instances[1].name=live,router.instances[1].configMap=b",
+        ),
+    )
+    assert find(docs, "Deployment", "arbiter-router-parked")["spec"]["replicas"] == 0
+    assert find(docs, "Deployment", "arbiter-router-live")["spec"]["replicas"] == 2
 
 
 # -- RBAC -----------------------------------------------------------------------------------------------
