@@ -8,7 +8,7 @@ Loaded from tests/conftest.py through ``pytest_plugins``.
 - ``operator_api`` (session): a ``kubernetes.client.ApiClient`` with that identity.
 - ``operator`` (function): ``arbiter run`` as a process **with that identity**, not as admin: a permission
   the chart lacks makes the operator's request fail, and the fixture fails the test when the operator's
-  log shows any request the API server refused as forbidden.
+  log shows a request RBAC refused.
 """
 
 from __future__ import annotations
@@ -39,9 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CRD_FILE = ROOT / "crds" / "modelexperiment.yaml"
 OPERATOR_RELEASE = "arbiter"
 OPERATOR_NAMESPACE = "arbiter-system"
-# What the API server says when it refuses a request for lack of permission (HTTP 403): "... is forbidden:
-# User "system:serviceaccount:..." cannot patch resource ...", and Kopf's APIForbiddenError.
-FORBIDDEN = re.compile(r"forbidden", re.IGNORECASE)
+# What the API server says when RBAC refuses a request (HTTP 403): '... is forbidden: User
+# "system:serviceaccount:..." cannot patch resource "..."' (quotes may be escaped in a logged JSON body).
+# Other 403s, e.g. "unable to create new content in namespace ... because it is being terminated", are
+# not about permissions and do not count.
+FORBIDDEN = re.compile(r"is forbidden: User .*? cannot [a-z]+ resource")
 
 
 @pytest.fixture(scope="session")
@@ -231,8 +233,8 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     """A running operator with the chart's ServiceAccount identity for one test; stopped afterwards.
 
-    The test fails (at teardown) when the operator's log shows a request refused as forbidden: a verb the
-    chart's RBAC lacks must fail a test even when the story's own assertions happened to pass.
+    The test fails (at teardown) when the operator's log shows a request RBAC refused: a verb the chart's
+    RBAC lacks must fail a test even when the story's own assertions happened to pass.
     """
     process = OperatorProcess(operator_identity.kubeconfig, tmp_path / "operator.log").start()
     started = time.monotonic()

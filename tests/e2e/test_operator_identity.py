@@ -111,6 +111,19 @@ def test_a_permission_the_chart_lacks_fails_the_test(
         cluster.kubectl("delete", "namespace", release, "--wait=false", check=False)
 
 
+def test_only_rbac_refusals_count_as_forbidden() -> None:
+    """A 403 for a namespace being deleted (an earlier test's) is not a missing permission."""
+    log = "\n".join(
+        [
+            'PATCH .../configmaps/r: 403 configmaps "r" is forbidden: unable to create new content in namespace'
+            " t-x because it is being terminated",
+            'Failed to post an event. Code: 403. Message: events is forbidden: User "system:serviceaccount:a:b"'
+            ' cannot create resource "events" in API group "" in the namespace "t-y"',
+        ]
+    )
+    assert forbidden_requests(log) == [log.splitlines()[1]]
+
+
 def test_the_router_follows_its_configmap_as_the_charts_router_account(
     cluster: Any, namespace: str, tmp_path: Path
 ) -> None:
