@@ -445,6 +445,10 @@ def test_helm_install_upgrade_uninstall(
             if answer.stdout.strip() != "yes":
                 denied.append(f"{verb} {resource}")
         assert denied == []
+        notes = helm(cluster.bin_dir, "get", "notes", release, "-n", system, kubeconfig=kubeconfig).stdout
+        assert f"kubectl -n {system} rollout status deployment/{release}" in notes
+        assert "kubectl apply --server-side --force-conflicts -f charts/arbiter/crds/" in notes
+        assert "Routers" not in notes and "elect a leader" not in notes
         for verb, resource in (
             ("delete", "deployments"),
             ("get", "secrets"),
@@ -506,6 +510,12 @@ def test_helm_install_upgrade_uninstall(
                 "maxUnavailable"
             ]
             == "50%"
+        )
+        notes = helm(cluster.bin_dir, "get", "notes", release, "-n", system, kubeconfig=kubeconfig).stdout
+        assert f"3 operator replicas elect a leader through Lease {system}/arbiter-leader" in notes
+        assert (
+            f"http://{release}-router-ranking.{namespace}.svc:8080  follows ConfigMap {namespace}/ranking-routes"
+            in notes
         )
         history = json.loads(
             helm(
