@@ -128,3 +128,24 @@ def apply(cluster: Any, docs: list[dict[str, Any]], *extra: str) -> str:
             input=yaml.safe_dump_all(docs),
         ).stdout
     )
+
+
+def install_router_identity(cluster: Any, namespace: str, config_map: str, workdir: Path) -> Path:
+    """The chart's router ServiceAccount and Role for ConfigMap ``namespace/config_map``, applied; its kubeconfig.
+
+    What ``router.instances: [{configMap: ...}]`` installs next to the models: the router may get, list and
+    watch that one ConfigMap by name, nothing else.
+    """
+    docs = render(
+        cluster.bin_dir,
+        namespace=namespace,
+        settings=(
+            "router.enabled=true",
+            "router.instances[0].name=e2e",
+            f"router.instances[0].configMap={config_map}",
+        ),
+    )
+    identity = identity_docs(docs, component="router")
+    apply(cluster, identity)
+    (account,) = [d["metadata"]["name"] for d in identity if d["kind"] == "ServiceAccount"]
+    return service_account_kubeconfig(cluster, namespace, account, workdir / "router.kubeconfig")

@@ -27,7 +27,7 @@ from arbiter_fixtures import (
     forbidden_requests,
     install_operator_identity,
 )
-from chart_support import identity_docs, render, service_account_kubeconfig
+from chart_support import identity_docs, install_router_identity, render
 from helpers import wait_for
 
 CANARY = ROOT / "examples" / "canary.yaml"
@@ -128,23 +128,10 @@ def test_the_router_follows_its_configmap_as_the_charts_router_account(
     cluster: Any, namespace: str, tmp_path: Path
 ) -> None:
     """The router's Role names one ConfigMap: list and watch by name work, nothing else is readable."""
-    release = f"rt-{uuid.uuid4().hex[:6]}"
-    docs = render(
-        cluster.bin_dir,
-        release=release,
-        namespace=namespace,
-        settings=(
-            "router.enabled=true",
-            "router.instances[0].name=fraud",
-            "router.instances[0].configMap=fraud-router",
-        ),
-    )
-    router_identity = identity_docs(docs, component="router")
-    assert sorted(d["kind"] for d in router_identity) == ["Role", "RoleBinding", "ServiceAccount"]
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(router_identity))
-    account = next(d["metadata"]["name"] for d in router_identity if d["kind"] == "ServiceAccount")
-    kubeconfig = service_account_kubeconfig(cluster, namespace, account, tmp_path / "router.kubeconfig")
+    kubeconfig = install_router_identity(cluster, namespace, "fraud-router", tmp_path)
     as_router = Cluster.from_kubeconfig(kubeconfig, cluster.bin_dir)
+    whoami = json.loads(as_router.kubectl("auth", "whoami", "-o", "json").stdout)
+    assert whoami["status"]["userInfo"]["username"] == f"system:serviceaccount:{namespace}:arbiter-router"
 
     def can_i(*args: str) -> bool:
         return as_router.kubectl("auth", "can-i", *args, "-n", namespace, check=False).stdout.strip() == "yes"
