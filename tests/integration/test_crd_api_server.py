@@ -39,7 +39,7 @@ def apply_chart_values_example(path: Path, cluster: Any, namespace: str, workdir
     try:
         output = apply(cluster, docs)
         assert output.count("serverside-applied") == len(docs), output
-        routers = [d for d in docs if d["metadata"]["labels"]["app.kubernetes.io/component"] == "router"]
+        routers = [d for d in docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "router"]
         assert {"Deployment", "Service", "PodDisruptionBudget", "PodMonitor", "Role"} <= {
             d["kind"] for d in routers
         }

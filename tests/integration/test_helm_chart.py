@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -378,27 +377,19 @@ def test_rbac_check_finds_what_it_forbids(bin_dir: Path) -> None:
 # -- against the API server -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def models_namespace(cluster: Any) -> Iterator[str]:
-    """The namespace ci/all-options-values.yaml puts its second router in, for this test."""
-    created = cluster.kubectl("get", "namespace", MODELS_NAMESPACE, check=False).returncode != 0
-    if created:
-        cluster.kubectl("create", "namespace", MODELS_NAMESPACE)
-    yield MODELS_NAMESPACE
-    if created:
-        cluster.kubectl("delete", "namespace", MODELS_NAMESPACE, "--wait=false", check=False)
-
-
 @pytest.mark.parametrize("name", ["default", "all-options"])
 def test_rendered_objects_pass_server_side_dry_run(
-    cluster: Any, thirdparty_crds: list[str], namespace: str, models_namespace: str, name: str
+    cluster: Any, thirdparty_crds: list[str], namespace: str, tmp_path: Path, name: str
 ) -> None:
     """The API server (with the real prometheus-operator CRDs) accepts every rendered object as it is."""
+    values_files: tuple[Path, ...] = ()
+    if name == "all-options":
+        values = yaml.safe_load(ALL_OPTIONS.read_text())
+        values["router"]["instances"][1]["namespace"] = namespace  # the second router's namespace must exist
+        values_files = (tmp_path / "values.yaml",)
+        values_files[0].write_text(yaml.safe_dump(values))
     docs = render(
-        cluster.bin_dir,
-        release=f"dry-{uuid.uuid4().hex[:6]}",
-        namespace=namespace,
-        values_files=(ALL_OPTIONS,) if name == "all-options" else (),
+        cluster.bin_dir, release=f"dry-{uuid.uuid4().hex[:6]}", namespace=namespace, values_files=values_files
     )
     output = apply(cluster, docs, "--dry-run=server")
     assert output.count("serverside-applied (server dry run)") == len(docs), output
