@@ -177,8 +177,23 @@ def test_every_option_reaches_the_objects(bin_dir: Path) -> None:
         "--metrics-port=9464",
         "--leader-election-name=arbiter-leader",
         "--metrics-address=0.0.0.0",
+        "--prometheus-url=https://mimir.monitoring:8080/prometheus",
+        "--prometheus-header=X-Scope-OrgID=ml-platform",
+        "--prometheus-basic-auth-username=arbiter",
+        "--prometheus-basic-auth-password-file=/etc/arbiter/prometheus/password",
+        "--prometheus-ca-file=/etc/arbiter/prometheus/ca.crt",
     ):
         assert arg in operator["args"], arg
+    # The default Prometheus connection's credentials: a Secret mounted read-only, readable by the pod's group.
+    assert {
+        "name": "prometheus-credentials",
+        "mountPath": "/etc/arbiter/prometheus",
+        "readOnly": True,
+    } in operator["volumeMounts"]
+    assert {
+        "name": "prometheus-credentials",
+        "secret": {"secretName": "prometheus-credentials", "defaultMode": 0o440},
+    } in pod["volumes"]
     assert (
         operator["livenessProbe"]["periodSeconds"] == 15
         and operator["readinessProbe"]["failureThreshold"] == 2
@@ -274,7 +289,23 @@ BAD_VALUES = [
     ("router.instances[0].name=fraud", "missing property 'configMap'"),
     ("router.logLevel=info", "at '/router/logLevel': value must be one of"),
     ("leaderElection.enabled=yes-please", "at '/leaderElection/enabled'"),
+    ("prometheus.url=ftp://prometheus", "at '/prometheus/url'"),
+    ("prometheus.headers.Authorization=Bearer x", "invalid propertyName 'Authorization'"),
     # Rules the schema cannot express, enforced by the templates.
+    ("prometheus.caKey=ca.crt", "name keys of prometheus.credentialsSecret: set it"),
+    (
+        "prometheus.basicAuthUsername=arbiter",
+        "basicAuthUsername and prometheus.basicAuthPasswordKey go together",
+    ),
+    (
+        "prometheus.credentialsSecret=p,prometheus.bearerTokenKey=t,prometheus.basicAuthUsername=u,"
+        "prometheus.basicAuthPasswordKey=p",
+        "a bearer token or basic auth, not both",
+    ),
+    (
+        "prometheus.credentialsSecret=p,prometheus.caKey=ca,prometheus.insecureSkipVerify=true",
+        "caKey or insecureSkipVerify",
+    ),
     ("router.enabled=true", "router.enabled needs at least one router.instances entry"),
     (
         "metrics.serviceMonitor.enabled=true,metrics.service.enabled=false",
