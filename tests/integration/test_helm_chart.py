@@ -275,6 +275,38 @@ def test_every_option_reaches_the_objects(bin_dir: Path) -> None:
     }
 
 
+def test_the_rendered_command_lines_parse(bin_dir: Path) -> None:
+    """What the chart passes to `arbiter run` and `arbiter router` is what their parsers accept.
+
+    The operator's flags of leader election and of the default Prometheus come with the ha-promauth
+    branch; once merged, ci/all-options-values.yaml belongs here too.
+    """
+    from arbiter.cli import build_parser
+
+    docs = render(
+        bin_dir,
+        settings=(
+            "watchNamespaces={ml,ranking-*}",
+            "log.level=warning",
+            "log.format=json",
+            "metrics.port=9464",
+            "router.enabled=true",
+            "router.instances[0].name=fraud,router.instances[0].configMap=fraud-router",
+        ),
+    )
+    operator = build_parser().parse_args(container(find(docs, "Deployment", "arbiter"))["args"])
+    assert (operator.namespace, operator.log_level, operator.log_format) == (
+        ["ml", "ranking-*"],
+        "warning",
+        "json",
+    )
+    assert operator.metrics_port == 9464 and operator.liveness == "http://0.0.0.0:8080/healthz"
+    for doc in (d for d in rendering(bin_dir, "all-options") if d["kind"] == "Deployment"):
+        if "router" in doc["metadata"]["name"]:
+            router = build_parser().parse_args(container(doc)["args"])
+            assert router.listen == ("0.0.0.0", 8090) and router.log_level == "WARNING"
+
+
 # -- values that must fail ------------------------------------------------------------------------------
 
 BAD_VALUES = [
