@@ -38,12 +38,13 @@ controlplane: ## Build the local control plane binaries from Go modules (cached 
 	@hack/build-control-plane.sh >/dev/null
 
 .PHONY: lint
-lint: install ## ruff, mypy, import-linter and the CRD staleness check
+lint: install ## ruff, mypy, import-linter, the CRD and chart README staleness checks
 	@echo ">> ruff"; $(BIN)/ruff check operator tests bench hack
 	@echo ">> ruff format --check"; $(BIN)/ruff format --check operator tests bench hack
 	@echo ">> mypy"; $(BIN)/mypy
 	@echo ">> import-linter"; $(BIN)/lint-imports
 	@$(MAKE) --no-print-directory crds-check
+	@$(MAKE) --no-print-directory chart-readme-check
 
 .PHONY: fmt
 fmt: install ## Format the code and apply ruff's safe fixes

@@ -37,7 +37,7 @@ from harness.experiment import conversion_metric, latency_guardrail  # noqa: E40
 from kubernetes import client, config  # noqa: E402
 from localcluster import Prometheus, up  # noqa: E402
 
-from arbiter_fixtures import OperatorProcess  # noqa: E402
+from arbiter_fixtures import OperatorProcess, install_operator_identity  # noqa: E402
 
 NAMESPACE = "arbiter-demo"
 EXPERIMENT = "fraud-v2"
@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     say("starting Prometheus")
     prometheus = Prometheus(workdir=workdir / "prometheus")
     prometheus.start()
-    operator = OperatorProcess(cluster.kubeconfig, workdir / "operator.log")
+    say("installing the chart's operator ServiceAccount and RBAC (the operator runs with its token)")
+    identity = install_operator_identity(cluster, workdir)
+    operator = OperatorProcess(identity.kubeconfig, workdir / "operator.log")
     env = RolloutEnv(
         cluster=cluster,
         kube_api=kube_api,

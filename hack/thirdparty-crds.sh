@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Fetch the third-party CRDs Arbiter's routing providers manage, from the Go modules that ship them,
+# Fetch the third-party CRDs Arbiter's routing providers manage and its chart renders, from the Go modules that ship them,
 # at the versions pinned in hack/versions.env. Never hand-written, never committed: cached only.
 #   Gateway API:  sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION  config/crd/standard/*.yaml
 #   Istio:        istio.io/api@$ISTIO_API_VERSION               kubernetes/customresourcedefinitions.gen.yaml
+#   prometheus-operator (ServiceMonitor, PodMonitor, rendered by the chart):
+#                 github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION
+#                 example/prometheus-operator-crd/monitoring.coreos.com_{servicemonitors,podmonitors}.yaml
 # Usage: hack/thirdparty-crds.sh   -> prints one CRD file path per line (apply them with kubectl).
 # Env:   ARBITER_CACHE (default ~/.cache/arbiter)
 set -euo pipefail
@@ -53,3 +56,7 @@ fetch "$cache/gateway-api/$GATEWAY_API_VERSION" "sigs.k8s.io/gateway-api@$GATEWA
   'config/crd/standard/*.yaml'
 fetch "$cache/istio/$ISTIO_API_VERSION" "istio.io/api@$ISTIO_API_VERSION" \
   'kubernetes/customresourcedefinitions.gen.yaml'
+fetch "$cache/prometheus-operator/$PROMETHEUS_OPERATOR_VERSION" \
+  "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" \
+  'example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml' \
+  'example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml'

@@ -1,7 +1,7 @@
 # Routing providers (operator/arbiter/routing). See docs/routing.md.
 
 .PHONY: thirdparty-crds
-thirdparty-crds: ## Fetch the Gateway API and Istio CRDs from their Go modules (pinned in hack/versions.env); prints their paths
+thirdparty-crds: ## Fetch the Gateway API, Istio and prometheus-operator (ServiceMonitor, PodMonitor) CRDs from their Go modules (pinned in hack/versions.env); prints their paths
 	@hack/thirdparty-crds.sh
 
 .PHONY: test-routing

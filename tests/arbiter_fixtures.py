@@ -1,11 +1,20 @@
 """Fixtures for Arbiter's own objects on the real API server: the CRD, examples, the operator process.
 
 Loaded from tests/conftest.py through ``pytest_plugins``.
+
+- ``operator_identity`` (session): the chart's ServiceAccount and RBAC, rendered by the real helm from the
+  default values and applied in namespace ``arbiter-system``; returns an :class:`OperatorIdentity` whose
+  kubeconfig authenticates with a TokenRequest token of that ServiceAccount.
+- ``operator_api`` (session): a ``kubernetes.client.ApiClient`` with that identity.
+- ``operator`` (function): ``arbiter run`` as a process **with that identity**, not as admin: a permission
+  the chart lacks makes the operator's request fail, and the fixture fails the test when the operator's
+  log shows a request RBAC refused.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,16 +22,28 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
+from chart_support import apply, identity_docs, render, service_account_kubeconfig
 from helpers import wait_for
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD_FILE = ROOT / "crds" / "modelexperiment.yaml"
+OPERATOR_RELEASE = "arbiter"
+OPERATOR_NAMESPACE = "arbiter-system"
+# What the API server says when RBAC refuses a request (HTTP 403): '... is forbidden: User
+# "system:serviceaccount:..." cannot patch resource "..."' (quotes may be escaped in a logged JSON body).
+# Other 403s, e.g. "unable to create new content in namespace ... because it is being terminated", are
+# not about permissions and do not count.
+FORBIDDEN = re.compile(r"is forbidden: User .*? cannot [a-z]+ resource")
 
 
 @pytest.fixture(scope="session")
@@ -152,12 +173,100 @@ class OperatorProcess:
         )
 
 
+@dataclass(frozen=True)
+class OperatorIdentity:
+    """The chart's operator ServiceAccount on the cluster, and a kubeconfig that authenticates as it."""
+
+    namespace: str
+    service_account: str
+    kubeconfig: str
+    bin_dir: str
+
+    @property
+    def user(self) -> str:
+        """The user name the API server sees."""
+        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run kubectl as this identity."""
+        from localcluster import Cluster
+
+        return Cluster.from_kubeconfig(self.kubeconfig, self.bin_dir).kubectl(*args, check=check)
+
+    def can_i(self, verb: str, resource: str, *scope: str) -> bool:
+        """``kubectl auth can-i`` as this identity (its own token, not impersonation)."""
+        return self.kubectl("auth", "can-i", verb, resource, *scope, check=False).stdout.strip() == "yes"
+
+
+def install_operator_identity(
+    cluster: Any,
+    workdir: Path,
+    *,
+    namespace: str = OPERATOR_NAMESPACE,
+    docs: list[dict[str, Any]] | None = None,
+) -> OperatorIdentity:
+    """Apply the operator's ServiceAccount and RBAC (``docs``, default: the chart's default rendering).
+
+    Returns the identity with a kubeconfig holding a TokenRequest token of the ServiceAccount.
+    """
+    if docs is None:
+        docs = identity_docs(render(cluster.bin_dir, release=OPERATOR_RELEASE, namespace=namespace))
+    if cluster.kubectl("get", "namespace", namespace, check=False).returncode != 0:
+        cluster.kubectl("create", "namespace", namespace)
+    apply(cluster, docs)
+    (account,) = [d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"]
+    kubeconfig = service_account_kubeconfig(cluster, namespace, account, workdir / f"{account}.kubeconfig")
+    identity = OperatorIdentity(namespace, account, str(kubeconfig), str(cluster.bin_dir))
+    # The API server authorizes from its informer caches: wait until the new binding is in force.
+    wait_for(
+        lambda: identity.can_i("watch", "modelexperiments.arbiter.dev", "--all-namespaces"),
+        timeout=30,
+        message=f"{identity.user} to be allowed to watch modelexperiments",
+    )
+    return identity
+
+
+@pytest.fixture(scope="session")
+def operator_identity(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> OperatorIdentity:
+    """The chart's operator ServiceAccount and RBAC (default values) with a token kubeconfig."""
+    return install_operator_identity(cluster, tmp_path_factory.mktemp("operator-identity"))
+
+
+@pytest.fixture(scope="session")
+def operator_api(operator_identity: OperatorIdentity) -> Iterator[ApiClient]:
+    """A ``kubernetes.client.ApiClient`` that authenticates as the chart's operator ServiceAccount."""
+    from kubernetes import config
+
+    api = config.new_client_from_config(config_file=operator_identity.kubeconfig)
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+def forbidden_requests(log: str) -> list[str]:
+    """The log lines that report a request the API server refused for lack of permission."""
+    return [line for line in log.splitlines() if FORBIDDEN.search(line)]
+
+
 @pytest.fixture
-def operator(cluster: Any, arbiter_crd: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    """A running operator for one test; stopped (and its log shown on failure) afterwards."""
-    process = OperatorProcess(cluster.kubeconfig, tmp_path / "operator.log").start()
+def operator(
+    cluster: Any, arbiter_crd: str, operator_identity: OperatorIdentity, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """A running operator with the chart's ServiceAccount identity for one test; stopped afterwards.
+
+    The test fails (at teardown) when the operator's log shows a request RBAC refused: a verb the chart's
+    RBAC lacks must fail a test even when the story's own assertions happened to pass.
+    """
+    process = OperatorProcess(operator_identity.kubeconfig, tmp_path / "operator.log").start()
     started = time.monotonic()
     process.wait_ready()
     yield process
     process.stop()
-    sys.stderr.write(f"\n--- operator log ({time.monotonic() - started:.0f}s) ---\n{process.log()[-6000:]}\n")
+    log = process.log()
+    sys.stderr.write(f"\n--- operator log ({time.monotonic() - started:.0f}s) ---\n{log[-6000:]}\n")
+    refused = forbidden_requests(log)
+    assert not refused, (
+        f"the operator ({operator_identity.user}) was refused requests the chart's RBAC does not allow:\n"
+        + "\n".join(refused[:10])
+    )

@@ -1,4 +1,4 @@
-"""Fixtures for integration tests: third-party CRDs (Gateway API, Istio) on the real API server.
+"""Fixtures for integration tests: third-party CRDs (Gateway API, Istio, prometheus-operator) on the real API server.
 
 - ``thirdparty_crds`` (session): runs hack/thirdparty-crds.sh (the CRDs come from the Go modules at
   the versions pinned in hack/versions.env, cached under ~/.cache/arbiter/thirdparty), applies them
@@ -44,7 +44,7 @@ def crd_names(path: Path) -> list[str]:
 
 @pytest.fixture(scope="session")
 def thirdparty_crds(cluster: Cluster) -> list[str]:
-    """Gateway API (standard channel) and Istio CRDs, installed and Established for the session."""
+    """Gateway API (standard channel), Istio and prometheus-operator CRDs, installed and Established for the session."""
     names: list[str] = []
     for path in thirdparty_crd_files():
         cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path), timeout=300)

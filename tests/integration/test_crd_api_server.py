@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 from arbiter_fixtures import ROOT, experiment_docs
+from chart_support import apply, render
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 THIRD_PARTY_GROUPS = ("gateway.networking.k8s.io", "networking.istio.io")
@@ -20,10 +22,41 @@ def needs_third_party_crds(path: Path) -> bool:
     return any(d.get("apiVersion", "").split("/")[0] in THIRD_PARTY_GROUPS for d in experiment_docs(path))
 
 
+def is_chart_values(path: Path) -> bool:
+    """An example of the chart's values (examples/router.yaml) rather than of Kubernetes objects."""
+    return all("kind" not in d for d in experiment_docs(path))
+
+
+def apply_chart_values_example(path: Path, cluster: Any, namespace: str, workdir: Path) -> None:
+    """Render the chart with the example's values into ``namespace`` and server-side apply every object."""
+    values = experiment_docs(path)[0]
+    for instance in values.get("router", {}).get("instances", []):
+        instance["namespace"] = namespace  # the example names the user's namespace (ml)
+    local = workdir / path.name
+    local.write_text(yaml.safe_dump(values))
+    release = f"ex-{uuid.uuid4().hex[:6]}"
+    docs = render(cluster.bin_dir, release=release, namespace=namespace, values_files=(local,))
+    try:
+        output = apply(cluster, docs)
+        assert output.count("serverside-applied") == len(docs), output
+        routers = [d for d in docs if d["metadata"]["labels"].get("app.kubernetes.io/component") == "router"]
+        assert {"Deployment", "Service", "PodDisruptionBudget", "PodMonitor", "Role"} <= {
+            d["kind"] for d in routers
+        }
+    finally:
+        for doc in docs:
+            if doc["kind"].startswith("Cluster"):
+                cluster.kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], check=False)
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_every_example_applies(
-    path: Path, cluster: Any, arbiter_crd: str, namespace: str, request: pytest.FixtureRequest
+    path: Path, cluster: Any, arbiter_crd: str, namespace: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
+    if is_chart_values(path):
+        request.getfixturevalue("thirdparty_crds")  # the PodMonitor
+        apply_chart_values_example(path, cluster, namespace, tmp_path)
+        return
     if needs_third_party_crds(path):
         request.getfixturevalue("thirdparty_crds")
     cluster.kubectl("apply", "-n", namespace, "-f", str(path))

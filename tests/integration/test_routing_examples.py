@@ -1,5 +1,6 @@
 """examples/gatewayapi.yaml and examples/istio.yaml: the API server accepts them (with the real third-party
-CRDs and our CRD), and the provider their ModelExperiment names runs against the objects they ship."""
+CRDs and our CRD), and the provider their ModelExperiment names runs against the objects they ship, as the
+chart's operator ServiceAccount (``operator_api``)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def experiment_of(path: Path) -> dict[str, Any]:
 def test_example_applies_and_its_provider_runs(
     cluster: Cluster,
     namespace: str,
-    kube_api: ApiClient,
+    operator_api: ApiClient,
     thirdparty_crds: list[str],
     experiment_crd: None,
     example: str,
@@ -63,7 +64,10 @@ def test_example_applies_and_its_provider_runs(
     )
 
     provider = provider_for(
-        parse_spec(experiment["spec"]), namespace=namespace, experiment=name, client=TrafficClient(kube_api)
+        parse_spec(experiment["spec"]),
+        namespace=namespace,
+        experiment=name,
+        client=TrafficClient(operator_api),
     )
     provider.reconcile()
     assert provider.get_weights() == TrafficState({"v1": 100, "v2": 0})

@@ -1,4 +1,8 @@
-"""Provider GatewayAPI against the real API server with Gateway API's own (standard channel) CRDs."""
+"""Provider GatewayAPI against the real API server with Gateway API's own (standard channel) CRDs.
+
+The provider talks to the API server as the chart's operator ServiceAccount (``operator_api``), so a
+permission the chart lacks fails these tests.
+"""
 
 from __future__ import annotations
 
@@ -49,11 +53,13 @@ def http_route() -> dict[str, Any]:
 
 @pytest.fixture
 def provider(
-    cluster: Cluster, namespace: str, kube_api: ApiClient, thirdparty_crds: list[str]
+    cluster: Cluster, namespace: str, operator_api: ApiClient, thirdparty_crds: list[str]
 ) -> GatewayAPIProvider:
     apply(cluster, namespace, http_route())
     spec = experiment_spec({"provider": "GatewayAPI", "gatewayAPI": {"httpRoute": ROUTE}}, challengers=2)
-    routing = provider_for(spec, namespace=namespace, experiment="fraud-v2", client=TrafficClient(kube_api))
+    routing = provider_for(
+        spec, namespace=namespace, experiment="fraud-v2", client=TrafficClient(operator_api)
+    )
     assert isinstance(routing, GatewayAPIProvider)
     return routing
 
@@ -172,7 +178,7 @@ def test_weights_verify_mirror_finalize_and_fields_of_others_survive(
 
 
 def test_a_concurrent_change_is_reread_not_overwritten(
-    cluster: Cluster, namespace: str, kube_api: ApiClient, provider: GatewayAPIProvider
+    cluster: Cluster, namespace: str, operator_api: ApiClient, provider: GatewayAPIProvider
 ) -> None:
     """Between our read and our patch, GitOps adds a hostname: the patch is retried on the new object."""
     client = provider.client
@@ -197,10 +203,10 @@ def test_a_concurrent_change_is_reread_not_overwritten(
 
 
 def test_a_stale_patch_is_a_conflict_and_an_invalid_one_is_not(
-    cluster: Cluster, namespace: str, kube_api: ApiClient, thirdparty_crds: list[str]
+    cluster: Cluster, namespace: str, operator_api: ApiClient, thirdparty_crds: list[str]
 ) -> None:
     apply(cluster, namespace, http_route())
-    client = TrafficClient(kube_api)
+    client = TrafficClient(operator_api)
     version = get(cluster, namespace, "httproute", ROUTE)["metadata"]["resourceVersion"]
     clear_hostnames = [{"op": "replace", "path": "/spec/hostnames", "value": []}]
     cluster.kubectl("label", "httproute", ROUTE, "-n", namespace, "touched=yes")

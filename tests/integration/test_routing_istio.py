@@ -1,4 +1,8 @@
-"""Provider Istio against the real API server with Istio's own CRDs (istio.io/api)."""
+"""Provider Istio against the real API server with Istio's own CRDs (istio.io/api).
+
+The provider talks to the API server as the chart's operator ServiceAccount (``operator_api``), so a
+permission the chart lacks fails these tests.
+"""
 
 from __future__ import annotations
 
@@ -58,21 +62,23 @@ def virtual_service(namespace: str) -> dict[str, Any]:
     }
 
 
-def make_provider(namespace: str, kube_api: ApiClient, **routing: Any) -> IstioProvider:
+def make_provider(namespace: str, operator_api: ApiClient, **routing: Any) -> IstioProvider:
     spec = experiment_spec(
         {"provider": "Istio", "istio": {"virtualService": VS, "route": "score"}, **routing}, challengers=2
     )
-    provider = provider_for(spec, namespace=namespace, experiment="fraud-v2", client=TrafficClient(kube_api))
+    provider = provider_for(
+        spec, namespace=namespace, experiment="fraud-v2", client=TrafficClient(operator_api)
+    )
     assert isinstance(provider, IstioProvider)
     return provider
 
 
 @pytest.fixture
 def provider(
-    cluster: Cluster, namespace: str, kube_api: ApiClient, thirdparty_crds: list[str]
+    cluster: Cluster, namespace: str, operator_api: ApiClient, thirdparty_crds: list[str]
 ) -> IstioProvider:
     apply(cluster, namespace, virtual_service(namespace))
-    return make_provider(namespace, kube_api)
+    return make_provider(namespace, operator_api)
 
 
 def http(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
@@ -161,9 +167,9 @@ def test_weights_verify_mirror_finalize_and_fields_of_others_survive(
 
 
 def test_cookie_stickiness_pins_assigned_users_and_finalize_unpins(
-    cluster: Cluster, namespace: str, kube_api: ApiClient, provider: IstioProvider
+    cluster: Cluster, namespace: str, operator_api: ApiClient, provider: IstioProvider
 ) -> None:
-    sticky = make_provider(namespace, kube_api, stickiness={"cookie": "uid"})
+    sticky = make_provider(namespace, operator_api, stickiness={"cookie": "uid"})
     sticky.reconcile()
     sticky.set_weights({"v1": 50, "v2": 50})
 
@@ -200,9 +206,9 @@ def test_cookie_stickiness_pins_assigned_users_and_finalize_unpins(
 
 
 def test_header_stickiness_matches_the_header_naming_the_variant(
-    cluster: Cluster, namespace: str, kube_api: ApiClient, provider: IstioProvider
+    cluster: Cluster, namespace: str, operator_api: ApiClient, provider: IstioProvider
 ) -> None:
-    sticky = make_provider(namespace, kube_api, stickiness={"header": "X-Variant"})
+    sticky = make_provider(namespace, operator_api, stickiness={"header": "X-Variant"})
     sticky.set_weights({"v1": 90, "v3": 10})
     routes = http(cluster, namespace)
     assert [r["name"] for r in routes] == ["health", "arbiter-fraud-v2-v1", "arbiter-fraud-v2-v3", "score"]
@@ -211,10 +217,10 @@ def test_header_stickiness_matches_the_header_naming_the_variant(
 
 
 def test_unknown_route_name_is_invalid(
-    cluster: Cluster, namespace: str, kube_api: ApiClient, thirdparty_crds: list[str]
+    cluster: Cluster, namespace: str, operator_api: ApiClient, thirdparty_crds: list[str]
 ) -> None:
     apply(cluster, namespace, virtual_service(namespace))
     spec = experiment_spec({"provider": "Istio", "istio": {"virtualService": VS, "route": "nope"}})
-    provider = provider_for(spec, namespace=namespace, experiment="x", client=TrafficClient(kube_api))
+    provider = provider_for(spec, namespace=namespace, experiment="x", client=TrafficClient(operator_api))
     with pytest.raises(InvalidTargetError, match="'nope'"):
         provider.reconcile()

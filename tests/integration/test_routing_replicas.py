@@ -1,5 +1,9 @@
 """Provider Replicas against the real API server: Deployments scaled by the controller-manager, pods made
-Ready by kwok's fake node, so readyReplicas is real."""
+Ready by kwok's fake node, so readyReplicas is real.
+
+The provider talks to the API server as the chart's operator ServiceAccount (``operator_api``), so a
+permission the chart lacks fails these tests.
+"""
 
 from __future__ import annotations
 
@@ -29,10 +33,12 @@ READY_TIMEOUT = 60
 
 
 @pytest.fixture
-def provider(cluster: Cluster, namespace: str, kube_api: ApiClient) -> ReplicasProvider:
+def provider(cluster: Cluster, namespace: str, operator_api: ApiClient) -> ReplicasProvider:
     apply(cluster, namespace, deployment("fraud-v1", 3), deployment("fraud-v2", 1))
     spec = experiment_spec({"provider": "Replicas"})
-    routing = provider_for(spec, namespace=namespace, experiment="fraud-v2", client=TrafficClient(kube_api))
+    routing = provider_for(
+        spec, namespace=namespace, experiment="fraud-v2", client=TrafficClient(operator_api)
+    )
     assert isinstance(routing, ReplicasProvider)
     return routing
 
@@ -115,14 +121,14 @@ def test_verify_says_no_while_replicas_are_not_ready(
 
 
 def test_recorded_budget_survives_a_new_provider_and_mirror_is_unsupported(
-    cluster: Cluster, namespace: str, kube_api: ApiClient, provider: ReplicasProvider
+    cluster: Cluster, namespace: str, operator_api: ApiClient, provider: ReplicasProvider
 ) -> None:
     provider.reconcile()
     provider.set_weights({"v1": 50, "v2": 50})
     # The user scales by hand; a fresh provider (operator restart) still uses the recorded budget.
     cluster.kubectl("scale", "deployment", "fraud-v1", "-n", namespace, "--replicas=7")
     again = provider_for(
-        experiment_spec({"provider": "Replicas"}), namespace, "fraud-v2", client=TrafficClient(kube_api)
+        experiment_spec({"provider": "Replicas"}), namespace, "fraud-v2", client=TrafficClient(operator_api)
     )
     again.set_weights({"v1": 50, "v2": 50})
     assert replicas(cluster, namespace) == {"v1": 2, "v2": 2}

@@ -1,4 +1,8 @@
-"""Provider Router against the real API server: the routes.yaml ConfigMap the router watches."""
+"""Provider Router against the real API server: the routes.yaml ConfigMap the router watches.
+
+The provider talks to the API server as the chart's operator ServiceAccount (``operator_api``), so a
+permission the chart lacks fails these tests.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ CONFIG_MAP = "fraud-router"
 
 
 @pytest.fixture
-def provider(cluster: Cluster, namespace: str, kube_api: ApiClient) -> RouterProvider:
+def provider(cluster: Cluster, namespace: str, operator_api: ApiClient) -> RouterProvider:
     apply(cluster, namespace, service("fraud-v1"), service("fraud-v2", port=80), service("fraud-v3"))
     spec = experiment_spec(
         {
@@ -30,7 +34,9 @@ def provider(cluster: Cluster, namespace: str, kube_api: ApiClient) -> RouterPro
         },
         challengers=2,
     )
-    routing = provider_for(spec, namespace=namespace, experiment="fraud-v2", client=TrafficClient(kube_api))
+    routing = provider_for(
+        spec, namespace=namespace, experiment="fraud-v2", client=TrafficClient(operator_api)
+    )
     assert isinstance(routing, RouterProvider)
     return routing
 
@@ -149,7 +155,9 @@ def test_missing_service_is_reported(cluster: Cluster, namespace: str, provider:
         provider.reconcile()
 
 
-def test_a_variant_url_overrides_the_service(cluster: Cluster, namespace: str, kube_api: ApiClient) -> None:
+def test_a_variant_url_overrides_the_service(
+    cluster: Cluster, namespace: str, operator_api: ApiClient
+) -> None:
     apply(cluster, namespace, service("fraud-v1"))  # no Service for v2: it is served outside the cluster
     spec = experiment_spec({"provider": "Router", "router": {"configMap": CONFIG_MAP}})
     spec = spec.model_copy(
@@ -159,7 +167,9 @@ def test_a_variant_url_overrides_the_service(cluster: Cluster, namespace: str, k
             ]
         }
     )
-    provider = provider_for(spec, namespace=namespace, experiment="fraud-v2", client=TrafficClient(kube_api))
+    provider = provider_for(
+        spec, namespace=namespace, experiment="fraud-v2", client=TrafficClient(operator_api)
+    )
     provider.reconcile()
     urls = [v["url"] for v in routes(cluster, namespace)["variants"]]
     assert urls == [f"http://fraud-v1.{namespace}.svc:8080", "https://v2.models.example.com:8443"]

@@ -41,6 +41,13 @@ def _env_float(name: str, default: float) -> float:
         raise SystemExit(f"arbiter run: ${name} must be a number of seconds, not {raw!r}") from None
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("plain", "full", "json")
+# Loggers whose every line is one probe or scrape hit: kept at WARNING whatever the level, so a liveness
+# probe every few seconds never floods the log.
+QUIET_LOGGERS = ("aiohttp.access",)
+
+
 def register(subparsers: Any) -> None:
     """Add the `run` command."""
     parser = subparsers.add_parser(
@@ -86,7 +93,21 @@ def register(subparsers: Any) -> None:
         metavar="ADDR",
         help="address for --metrics-port (default 0.0.0.0)",
     )
-    parser.add_argument("--verbose", action="store_true", help="log at debug level")
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        default="info",
+        help="debug, info (default), warning or error",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="full",
+        help="full (default: time, logger, level, message), plain (the message only) or json (one object per line)",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="log at debug level (same as --log-level=debug)"
+    )
 
     election = parser.add_argument_group(
         "leader election",
@@ -257,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"arbiter run: {err}", file=sys.stderr)
         return 2
-    kopf.configure(verbose=args.verbose)
+    configure_logging("debug" if args.verbose else args.log_level, args.log_format)
     if args.metrics_port is not None:
         from prometheus_client import start_http_server
 
@@ -379,3 +400,17 @@ class _WaitingHealth:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)
+
+
+def configure_logging(level: str, log_format: str) -> None:
+    """Set Kopf's log handler to ``log_format`` and the root level to ``level``; silence probe hits."""
+    import kopf
+
+    kopf.configure(
+        verbose=level == "debug",
+        quiet=level in ("warning", "error"),
+        log_format=kopf.LogFormat[log_format.upper()],
+    )
+    logging.getLogger().setLevel(level.upper())
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -6,7 +6,8 @@
 2. a Deployment (kwok makes its Pods Ready) and a Service per variant, named ``model-<variant>``;
 3. ``arbiter router`` as a process:
 
-   - provider ``Router``: ``--configmap NS/<experiment>-routes``. The ConfigMap does not exist until
+   - provider ``Router``: ``--configmap NS/<experiment>-routes``, with a token of the chart's router
+     ServiceAccount (its Role reads that one ConfigMap). The ConfigMap does not exist until
      the operator creates it; until then the router answers 503 and /readyz says 503 (the ConfigMap
      watch lists, finds nothing, and picks the object up from the watch when it appears);
    - provider ``Replicas``: there is no data plane in a kwok cluster, so a *kube-proxy stand-in*
@@ -29,6 +30,7 @@ from typing import Any
 
 from arbiter.router.config import RouterConfig, Stickiness
 from arbiter.router.config import Variant as RouteVariant
+from chart_support import install_router_identity
 from harness.experiment import StatusRecorder, ValueRecorder, VariantRef, experiment_manifest, router_job
 from harness.processes import ModelServerProcess, RouterProcess
 from harness.traffic import TrafficGenerator
@@ -239,12 +241,17 @@ class RolloutEnv:
             docs.append(deployment(ref.deployment, ref.name, self.replicas[ref.name]))
             docs.append(service(ref.service, ref.name))
         self.apply(docs)
-        env = {"KUBECONFIG": self.cluster.kubeconfig}
         if self.provider == "Router":
+            # The router runs as the chart's router ServiceAccount: it may read its ConfigMap and nothing else.
+            kubeconfig = install_router_identity(self.cluster, self.namespace, self.config_map, self.workdir)
             self.router = RouterProcess.start(
-                ["--configmap", f"{self.namespace}/{self.config_map}"], self.workdir, env
+                ["--configmap", f"{self.namespace}/{self.config_map}"],
+                self.workdir,
+                {"KUBECONFIG": str(kubeconfig)},
             )
         else:
+            # A routes file and no API access (the kube-proxy stand-in writes the file).
+            env = {"KUBECONFIG": self.cluster.kubeconfig}
             self.wait_for_deployments_ready()
             routes = self.workdir / "routes.yaml"
             self.replica_routes = ReplicaRoutes(
