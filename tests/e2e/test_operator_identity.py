@@ -85,7 +85,12 @@ def test_a_permission_the_chart_lacks_fails_the_test(
             timeout=60,
             message="the operator to be refused its status write",
         )
-        assert any('cannot patch resource \\"modelexperiments/status\\"' in line for line in refused), refused
+        # Status is written with a PUT carrying the resourceVersion it was decided from (verb update).
+        assert any(
+            'cannot update resource \\"modelexperiments/status\\"' in line
+            or 'cannot patch resource \\"modelexperiments/status\\"' in line
+            for line in refused
+        ), refused
         stored = json.loads(
             cluster.kubectl(
                 "get", "mexp", experiment["metadata"]["name"], "-n", namespace, "-o", "json"

@@ -81,6 +81,8 @@ def test_default_rendering_runs_one_operator_safely(bin_dir: Path) -> None:
     assert sorted(d["kind"] for d in docs) == [
         "ClusterRole",
         "ClusterRoleBinding",
+        "ConfigMap",  # the two Grafana dashboards (dashboards.enabled)
+        "ConfigMap",
         "Deployment",
         "Service",
         "ServiceAccount",
@@ -276,11 +278,8 @@ def test_every_option_reaches_the_objects(bin_dir: Path) -> None:
 
 
 def test_the_rendered_command_lines_parse(bin_dir: Path) -> None:
-    """What the chart passes to `arbiter run` and `arbiter router` is what their parsers accept.
-
-    The operator's flags of leader election and of the default Prometheus come with the ha-promauth
-    branch; once merged, ci/all-options-values.yaml belongs here too.
-    """
+    """What the chart passes to `arbiter run` and `arbiter router` is what their parsers accept, including
+    the leader-election and default-Prometheus flags of ci/all-options-values.yaml."""
     from arbiter.cli import build_parser
 
     docs = render(
@@ -305,6 +304,12 @@ def test_the_rendered_command_lines_parse(bin_dir: Path) -> None:
         if "router" in doc["metadata"]["name"]:
             router = build_parser().parse_args(container(doc)["args"])
             assert router.listen == ("0.0.0.0", 8090) and router.log_level == "WARNING"
+        else:
+            env = {e["name"]: e.get("value") for e in container(doc).get("env", [])}
+            assert env.get("ARBITER_LEADER_ELECTION") == "true", "replicas > 1 turns leader election on"
+            args = [a.replace("$(POD_NAMESPACE)", "arbiter-system") for a in container(doc)["args"]]
+            operator = build_parser().parse_args(args)
+            assert operator.leader_election_namespace == "arbiter-system"
 
 
 # -- values that must fail ------------------------------------------------------------------------------
