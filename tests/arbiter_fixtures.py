@@ -199,8 +199,9 @@ def _running_operator(process: OperatorProcess) -> Iterator[OperatorProcess]:
         yield process
     finally:
         process.stop()
+        source = "the installed command" if process.image is None else process.image.reference
         sys.stderr.write(
-            f"\n--- operator log ({time.monotonic() - started:.0f}s) ---\n{process.log()[-6000:]}\n"
+            f"\n--- operator log ({source}, {time.monotonic() - started:.0f}s) ---\n{process.log()[-6000:]}\n"
         )
 
 
