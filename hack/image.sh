@@ -5,7 +5,7 @@
 #   hack/image.sh --tag        print the reference the current sources would get, build nothing
 #
 # The tag is a hash of everything that goes into the image (operator/Dockerfile, .dockerignore,
-# pyproject.toml, README.md, the files under operator/, the base image), so a second run with the same
+# pyproject.toml, the files under operator/, the base image), so a second run with the same
 # sources is a no-op. No image registry is reachable on the development machines: the default base is
 # built here from Debian packages with mmdebstrap (Debian bookworm, python3 3.11) and imported into
 # podman. Where a registry exists, BASE_IMAGE=python:3.11-slim builds the same file on the usual base.
@@ -93,7 +93,7 @@ content_hash() {
   fi
   {
     echo "base $base_id"
-    find "$CONTAINERFILE" .dockerignore pyproject.toml README.md operator -type f \
+    find "$CONTAINERFILE" .dockerignore pyproject.toml operator -type f \
       ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 \
       | LC_ALL=C sort -z | xargs -0 sha256sum
   } | sha256sum | cut -c1-16

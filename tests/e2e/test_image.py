@@ -166,7 +166,7 @@ def test_dockerignore_lets_only_the_sources_into_the_build_context(
     finally:
         subprocess.run([*PODMAN, "rmi", "--force", tag], capture_output=True, timeout=60, check=False)
     sent = sorted(line.removeprefix("/context/") for line in listing.stdout.split())
-    assert sent == ["README.md", "operator/arbiter/module.py", "pyproject.toml"]
+    assert sent == ["operator/arbiter/module.py", "pyproject.toml"]
 
 
 def test_router_from_the_image_serves_routes_and_follows_its_routes_file(
