@@ -5,6 +5,7 @@ writable /tmp (podman --read-only mounts a tmpfs there; the chart an emptyDir). 
 container reaches the local control plane, Prometheus and the model servers on 127.0.0.1.
 
 - what is in the image (and what is not: pyarrow, pip, compilers) and what .dockerignore lets in;
+- the chart runs the image as the image expects (user, read-only root filesystem, /tmp);
 - the router from the image serves and routes real HTTP model servers, and follows its routes file;
 - the operator and the router from the image take a canary to a decision against the real API server
   and a real Prometheus.
@@ -13,6 +14,7 @@ container reaches the local control plane, Prometheus and the model servers on 1
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import textwrap
@@ -20,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from harness.env import RolloutEnv
 from harness.experiment import conversion_metric, latency_guardrail, wait_for_phase
 from harness.processes import ModelServerProcess, RouterProcess, http_json
 from harness.traffic import TrafficGenerator
 
 from arbiter.router.config import RouterConfig, Stickiness, Variant
-from arbiter_fixtures import OperatorProcess
+from arbiter_fixtures import ROOT, OperatorProcess
 from helpers import wait_for
 from podman_image import PODMAN, ULIMITS, USER, ArbiterImage, container_name
 
@@ -167,6 +170,70 @@ def test_dockerignore_lets_only_the_sources_into_the_build_context(
         subprocess.run([*PODMAN, "rmi", "--force", tag], capture_output=True, timeout=60, check=False)
     sent = sorted(line.removeprefix("/context/") for line in listing.stdout.split())
     assert sent == ["operator/arbiter/module.py", "pyproject.toml"]
+
+
+def test_the_chart_runs_the_image_the_way_these_tests_do(arbiter_image: ArbiterImage) -> None:
+    """The chart runs the image as the image expects.
+
+    Every container of the image the chart renders: non-root as the image's user, read-only root
+    filesystem, /tmp an emptyDir (where the image points TMPDIR and HOME).
+    """
+    from localcluster import binaries
+
+    repository, tag = arbiter_image.reference.rsplit(":", 1)
+    rendered = subprocess.run(
+        [
+            str(binaries.ensure_built() / "helm"),
+            "template",
+            "arbiter",
+            str(ROOT / "charts" / "arbiter"),
+            "--namespace",
+            "ops",
+            "--kube-version",
+            "1.36.3",
+            "--set",
+            f"image.repository={repository}",
+            "--set",
+            f"image.tag={tag}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "HELM_CACHE_HOME": "/tmp/arbiter-helm-cache"},
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    inspected = subprocess.run(
+        [*PODMAN, "image", "inspect", "--format", "{{json .Config}}", arbiter_image.reference],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    config = json.loads(inspected.stdout)
+    assert config["User"] == USER and config["Entrypoint"] == ["arbiter"], config
+    assert {"TMPDIR=/tmp", "HOME=/tmp", "PYTHONDONTWRITEBYTECODE=1"} <= set(config["Env"]), config["Env"]
+
+    pods = [
+        doc["spec"]["template"]["spec"]
+        for doc in yaml.safe_load_all(rendered.stdout)
+        if doc and doc.get("kind") == "Deployment"
+    ]
+    containers = [
+        (pod, container)
+        for pod in pods
+        for container in pod["containers"]
+        if container["image"] == arbiter_image.reference
+    ]
+    assert containers, "the chart renders no container with the image"
+    for pod, container in containers:
+        security = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
+        assert security.get("runAsNonRoot") is True, security
+        assert str(security.get("runAsUser")) == USER.split(":")[0], security
+        assert security.get("readOnlyRootFilesystem") is True, security
+        volumes = {v["name"]: v for v in pod.get("volumes", [])}
+        tmp = [m for m in container.get("volumeMounts", []) if m["mountPath"] == "/tmp"]
+        assert len(tmp) == 1 and "emptyDir" in volumes[tmp[0]["name"]], (container, volumes)
 
 
 def test_router_from_the_image_serves_routes_and_follows_its_routes_file(
