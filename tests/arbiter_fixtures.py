@@ -31,6 +31,15 @@ import yaml
 
 from chart_support import apply, identity_docs, render, service_account_kubeconfig
 from helpers import wait_for
+from podman_image import (
+    ArbiterImage,
+    ImageBuildError,
+    build_image,
+    container_name,
+    kill_container,
+    readable_copy,
+    remove_container,
+)
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -80,14 +89,18 @@ def _free_ports(count: int) -> list[int]:
 
 
 class OperatorProcess:
-    """`arbiter run` as a real subprocess, the way a user runs it.
+    """`arbiter run` as a real subprocess, the way a user runs it: the installed command, or the image.
+
+    With ``image``, the operator runs from Arbiter's container image under podman (read-only root
+    filesystem, non-root user, host network), with a read-only copy of ``kubeconfig`` mounted.
 
     Args:
-        kubeconfig: the cluster.
+        kubeconfig: the cluster (and the identity the operator uses).
         log_path: where its output goes.
         env: extra environment variables.
         scope: the scope arguments (default ``--all-namespaces``), e.g. ``["-n", "team-a"]`` or
             ``["--selector", "arbiter.dev/shard=a"]``.
+        image: run the container image instead of the installed command.
     """
 
     def __init__(
@@ -96,38 +109,48 @@ class OperatorProcess:
         log_path: Path,
         env: dict[str, str] | None = None,
         scope: list[str] | None = None,
+        image: ArbiterImage | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.extra_env = env or {}
         self.scope = scope if scope is not None else ["--all-namespaces"]
+        self.image = image
+        self.container: str | None = None
         metrics_port, liveness_port = _free_ports(2)
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         self.process: subprocess.Popen[bytes] | None = None
         self.liveness_url = f"http://127.0.0.1:{liveness_port}/healthz"
 
+    def _arguments(self) -> list[str]:
+        return [
+            "run",
+            *self.scope,
+            "--verbose",
+            "--liveness",
+            self.liveness_url,
+            "--metrics-address",
+            "127.0.0.1",
+            "--metrics-port",
+            self.metrics_url.rsplit(":", 1)[1].split("/")[0],
+        ]
+
     def start(self) -> OperatorProcess:
         """Start the operator (appending to the same log)."""
-        env = {**os.environ, "KUBECONFIG": self.kubeconfig, "ARBITER_RESYNC_SECONDS": "1", **self.extra_env}
-        arbiter = Path(sys.executable).with_name("arbiter")
+        settings = {"ARBITER_RESYNC_SECONDS": "1", **self.extra_env}
+        if self.image is None:
+            argv = [str(Path(sys.executable).with_name("arbiter")), *self._arguments()]
+            env = {**os.environ, "KUBECONFIG": self.kubeconfig, **settings}
+        else:
+            self.container = container_name("operator")
+            kubeconfig = readable_copy(self.kubeconfig, self.log_path.parent, self.container)
+            argv = self.image.command(
+                self._arguments(), name=self.container, env=settings, kubeconfig=kubeconfig
+            )
+            env = dict(os.environ)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [
-                str(arbiter),
-                "run",
-                *self.scope,
-                "--verbose",
-                "--liveness",
-                self.liveness_url,
-                "--metrics-address",
-                "127.0.0.1",
-                "--metrics-port",
-                self.metrics_url.rsplit(":", 1)[1].split("/")[0],
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
+            argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
         log.close()
         return self
@@ -146,12 +169,29 @@ class OperatorProcess:
         """Send ``sig`` and wait for the process to exit; SIGKILL if it does not."""
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
-        self.process.send_signal(sig)
+        if self.container is None:
+            self.process.send_signal(sig)
+        else:
+            # `podman run` forwards SIGTERM to the container but cannot forward SIGKILL: signal the container.
+            kill_container(self.container, signal.Signals(sig).name)
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            if self.container is not None:
+                kill_container(self.container)
             self.process.kill()
             return self.process.wait(timeout=10)
+        finally:
+            if self.container is not None:
+                remove_container(self.container)
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code, negative for a signal as for a local process (`podman run` says 128 + signal)."""
+        if self.process is None or self.process.returncode is None:
+            return None
+        code = self.process.returncode
+        return -(code - 128) if self.container is not None and code > 128 else code
 
     def kill(self) -> None:
         """SIGKILL, as a crash or an OOM kill would."""
@@ -249,24 +289,68 @@ def forbidden_requests(log: str) -> list[str]:
     return [line for line in log.splitlines() if FORBIDDEN.search(line)]
 
 
+OPERATOR_FROM_ENV = "ARBITER_TEST_OPERATOR"
+
+
+@pytest.fixture(scope="session")
+def arbiter_image() -> ArbiterImage:
+    """Arbiter's container image, built by hack/image.sh (the script of `make image`) once per session.
+
+    A no-op when an image with the sources' content hash exists; a build failure fails the tests that
+    use it, with the script's output.
+    """
+    try:
+        return ArbiterImage(build_image())
+    except (ImageBuildError, OSError, subprocess.TimeoutExpired) as err:
+        pytest.fail(f"the image did not build: {err}", pytrace=False)
+
+
+def _running_operator(process: OperatorProcess) -> Iterator[OperatorProcess]:
+    process.start()
+    started = time.monotonic()
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.stop()
+        source = "the installed command" if process.image is None else process.image.reference
+        sys.stderr.write(
+            f"\n--- operator log ({source}, {time.monotonic() - started:.0f}s) ---\n{process.log()[-6000:]}\n"
+        )
+
+
 @pytest.fixture
 def operator(
-    cluster: Any, arbiter_crd: str, operator_identity: OperatorIdentity, tmp_path: Path
+    request: pytest.FixtureRequest,
+    cluster: Any,
+    arbiter_crd: str,
+    operator_identity: OperatorIdentity,
+    tmp_path: Path,
 ) -> Iterator[OperatorProcess]:
     """A running operator with the chart's ServiceAccount identity for one test; stopped afterwards.
 
-    The test fails (at teardown) when the operator's log shows a request RBAC refused: a verb the chart's
-    RBAC lacks must fail a test even when the story's own assertions happened to pass.
+    It is the installed `arbiter` command, or the container image when ``$ARBITER_TEST_OPERATOR`` is
+    ``image`` (e.g. ``ARBITER_TEST_OPERATOR=image pytest tests/e2e`` runs every story on the image). The
+    test fails (at teardown) when the operator's log shows a request RBAC refused: a verb the chart's RBAC
+    lacks must fail a test even when the story's own assertions happened to pass.
     """
-    process = OperatorProcess(operator_identity.kubeconfig, tmp_path / "operator.log").start()
-    started = time.monotonic()
-    process.wait_ready()
-    yield process
-    process.stop()
-    log = process.log()
-    sys.stderr.write(f"\n--- operator log ({time.monotonic() - started:.0f}s) ---\n{log[-6000:]}\n")
-    refused = forbidden_requests(log)
+    source = os.environ.get(OPERATOR_FROM_ENV, "process")
+    if source not in ("process", "image"):
+        pytest.fail(f"${OPERATOR_FROM_ENV} must be 'process' or 'image', not {source!r}", pytrace=False)
+    image = request.getfixturevalue("arbiter_image") if source == "image" else None
+    process = OperatorProcess(operator_identity.kubeconfig, tmp_path / "operator.log", image=image)
+    yield from _running_operator(process)
+    refused = forbidden_requests(process.log())
     assert not refused, (
         f"the operator ({operator_identity.user}) was refused requests the chart's RBAC does not allow:\n"
         + "\n".join(refused[:10])
     )
+
+
+@pytest.fixture
+def image_operator(
+    cluster: Any, arbiter_crd: str, arbiter_image: ArbiterImage, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """A running operator from the container image for one test; stopped (and its log shown) afterwards."""
+    process = OperatorProcess(cluster.kubeconfig, tmp_path / "operator.log", image=arbiter_image)
+    yield from _running_operator(process)

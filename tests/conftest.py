@@ -10,8 +10,9 @@ Fixtures (the contract other tests code against):
 - ``namespace`` (function): a fresh namespace name, deleted (without waiting) afterwards.
 - ``prometheus`` (session): a running :class:`localcluster.Prometheus`.
 
-Tests using ``cluster`` (directly or through another fixture) get the ``cluster`` marker and tests
-using ``prometheus`` get the ``prometheus`` marker. A startup failure errors those tests with the
+Tests using ``cluster`` (directly or through another fixture) get the ``cluster`` marker, tests
+using ``prometheus`` the ``prometheus`` marker and tests using ``arbiter_image`` (the container image,
+tests/arbiter_fixtures.py) the ``image`` marker. A startup failure errors those tests with the
 log tail; it never skips them.
 """
 
@@ -53,6 +54,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.cluster)
         if "prometheus" in names:
             item.add_marker(pytest.mark.prometheus)
+        if "arbiter_image" in names:
+            item.add_marker(pytest.mark.image)
 
 
 @pytest.fixture(scope="session")

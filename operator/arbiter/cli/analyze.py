@@ -55,6 +55,12 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run)
 
 
+MISSING_PYARROW = (
+    "arbiter analyze: error: reading files needs pyarrow, which is not installed: "
+    "pip install 'arbiter[analyze]'"
+)
+
+
 class UsageError(Exception):
     """Bad input: reported as one line, exit code 2."""
 
@@ -74,7 +80,13 @@ def _parse_weights(text: str) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> int:
     """Analyse the file and print the result; bad input gives one line on stderr and exit code 2."""
-    from arbiter.cli._datasets import DatasetError, aggregate_file
+    try:
+        from arbiter.cli._datasets import DatasetError, aggregate_file
+    except ModuleNotFoundError as error:
+        if (error.name or "").partition(".")[0] != "pyarrow":
+            raise
+        print(MISSING_PYARROW, file=sys.stderr)
+        return 1
 
     started = time.perf_counter()
     try:

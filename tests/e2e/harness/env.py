@@ -35,6 +35,7 @@ from harness.experiment import StatusRecorder, ValueRecorder, VariantRef, experi
 from harness.processes import ModelServerProcess, RouterProcess
 from harness.traffic import TrafficGenerator
 from helpers import wait_for
+from podman_image import ArbiterImage
 
 SCRAPE_INTERVAL = "1s"
 
@@ -161,6 +162,8 @@ class RolloutEnv:
         latency_ms, jitter_ms: the model servers' starting latency.
         answer_like: ``{variant: other}``: that variant's server answers exactly like ``other``'s (same
             seed, ``--answer-as other``), e.g. ``{"v2": "v1"}`` for a shadow that agrees with the champion.
+        router_image: run the router from this container image (the ``arbiter_image`` fixture) instead
+            of the installed command.
     """
 
     def __init__(
@@ -178,6 +181,7 @@ class RolloutEnv:
         latency_ms: float = 5.0,
         jitter_ms: float = 2.0,
         answer_like: dict[str, str] | None = None,
+        router_image: ArbiterImage | None = None,
     ) -> None:
         if provider not in ("Router", "Replicas"):
             raise ValueError(f"provider {provider!r}: the e2e harness drives Router and Replicas")
@@ -196,6 +200,7 @@ class RolloutEnv:
         self.latency_ms = latency_ms
         self.jitter_ms = jitter_ms
         self.answer_like = dict(answer_like or {})
+        self.router_image = router_image
         self.models: dict[str, ModelServerProcess] = {}
         self.router: RouterProcess | None = None
         self.replica_routes: ReplicaRoutes | None = None
@@ -248,6 +253,7 @@ class RolloutEnv:
                 ["--configmap", f"{self.namespace}/{self.config_map}"],
                 self.workdir,
                 {"KUBECONFIG": str(kubeconfig)},
+                image=self.router_image,
             )
         else:
             # A routes file and no API access (the kube-proxy stand-in writes the file).
@@ -258,7 +264,10 @@ class RolloutEnv:
                 self.kube_api, self.namespace, self.experiment_name, self.variants, routes
             ).start()
             self.router = RouterProcess.start(
-                ["--config", str(routes), "--poll-interval", "0.2"], self.workdir, env
+                ["--config", str(routes), "--poll-interval", "0.2"],
+                self.workdir,
+                env,
+                image=self.router_image,
             )
         self.prometheus.add_target(self.job, [self.router.metrics_address], scrape_interval=SCRAPE_INTERVAL)
         self._job_added = True

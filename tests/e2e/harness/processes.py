@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import wait_for
+from podman_image import ArbiterImage, container_name, kill_container, readable_copy, remove_container
 
 MODEL_SERVER_SCRIPT = Path(__file__).with_name("model_server.py")
 ARBITER = Path(sys.executable).with_name("arbiter")
@@ -50,11 +51,16 @@ def http_json(
 
 @dataclass
 class ChildProcess:
-    """A subprocess with its log file; stopped by pid, never by name."""
+    """A subprocess with its log file; stopped by pid, never by name.
+
+    ``container``: the podman container the process runs (`podman run`), if any; it is signalled by
+    its name, because `podman run` cannot forward SIGKILL.
+    """
 
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    container: str | None = None
 
     def log(self) -> str:
         """The log so far."""
@@ -70,12 +76,16 @@ class ChildProcess:
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM, wait, SIGKILL if needed; return the exit code (safe to call twice)."""
         if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
+            self.popen.send_signal(signal.SIGTERM)  # `podman run` forwards it to the container
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:
+                if self.container is not None:
+                    kill_container(self.container)
                 self.popen.kill()
                 self.popen.wait(5)
+        if self.container is not None:
+            remove_container(self.container)
         return self.popen.returncode
 
 
@@ -201,29 +211,46 @@ class RouterProcess(ChildProcess):
 
     @classmethod
     def start(
-        cls, source_args: list[str], log_dir: Path, env: dict[str, str] | None = None, name: str = "router"
+        cls,
+        source_args: list[str],
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        name: str = "router",
+        image: ArbiterImage | None = None,
     ) -> RouterProcess:
         """Run ``arbiter router SOURCE_ARGS`` (e.g. ``--configmap NS/NAME``) and wait until it listens.
 
         The router starts without routes when its ConfigMap does not exist yet: it answers 503 and its
         /readyz says 503 until the operator writes the routes; see :meth:`ready`.
+
+        With ``image``, the router runs from Arbiter's container image (read-only root filesystem,
+        non-root user, host network): ``KUBECONFIG`` in ``env`` is mounted read-only as a copy the
+        container's user can read, and the directory of a ``--config`` file is mounted read-only at
+        the same path, so the router sees every rewrite of the file.
         """
         log_path = log_dir / f"{name}.log"
-        argv = [
-            str(ARBITER),
-            "router",
-            *source_args,
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ]
+        args = ["router", *source_args, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"]
+        container = None
+        if image is None:
+            argv = [str(ARBITER), *args]
+            environment = {**os.environ, **(env or {})}
+        else:
+            container = container_name(name)
+            settings = dict(env or {})
+            kubeconfig = settings.pop("KUBECONFIG", None)
+            config = source_args[source_args.index("--config") + 1] if "--config" in source_args else None
+            argv = image.command(
+                args,
+                name=container,
+                env=settings,
+                kubeconfig=readable_copy(kubeconfig, log_dir, container) if kubeconfig else None,
+                read_only_dirs=(Path(config).resolve().parent,) if config else (),
+            )
+            environment = dict(os.environ)
         log_file = log_path.open("ab")
-        popen = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=log_file, env={**os.environ, **(env or {})}
-        )
+        popen = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log_file, env=environment)
         log_file.close()
-        router = cls(name, popen, log_path, args=argv)
+        router = cls(name, popen, log_path, container=container, args=argv)
 
         def listening() -> bool:
             router.assert_alive()

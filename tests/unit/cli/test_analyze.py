@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -188,3 +189,18 @@ def test_missing_file_and_single_variant(tmp_path, capsys):
     single = pa.table({"variant": ["a"] * 10, "outcome": [0, 1] * 5})
     assert main(["analyze", write(single, tmp_path / "one.parquet", "parquet")]) != 0
     assert "at least two variants" in capsys.readouterr().err
+
+
+def test_without_pyarrow_analyze_says_how_to_install_it(tmp_path, capsys, monkeypatch):
+    """The operator image leaves the `analyze` extra out; `arbiter analyze` there must say so in one line."""
+    path = write(make_table(rows=100), tmp_path / "log.csv", "csv")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # `import pyarrow` now raises ModuleNotFoundError
+    monkeypatch.delitem(sys.modules, "arbiter.cli._datasets", raising=False)
+    code = main(["analyze", path])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert captured.out == ""
+    assert captured.err.strip().splitlines() == [
+        "arbiter analyze: error: reading files needs pyarrow, which is not installed: "
+        "pip install 'arbiter[analyze]'"
+    ]
