@@ -7,16 +7,37 @@ by the harness stops cleanly.
 
 from __future__ import annotations
 
+import math
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
-from harness.mlserver import INFER_PATH, Catalogue, MLServerProcess, infer_body, read_answer
-from harness.processes import http_json
+from harness.mlserver import (
+    CLASS_POINTER,
+    INFER_PATH,
+    SCORE_POINTER,
+    Catalogue,
+    MLServerProcess,
+    infer_body,
+    read_answer,
+)
+from harness.model_traffic import ModelTraffic, ModelTrafficSnapshot
+from harness.processes import RouterProcess, http_json
+from prometheus_client.parser import text_string_to_metric_families
+
+from arbiter.router.config import RouterConfig, Shadow, ShadowCompare, Stickiness, Variant
+from helpers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 ROWS = 200
+
+
+def within(observed: float, expected: float, n: float, sigmas: float = 5.0) -> bool:
+    """True when a proportion observed over n trials is within ``sigmas`` binomial standard errors."""
+    return abs(observed - expected) <= sigmas * math.sqrt(max(expected * (1 - expected), 1e-4) / n)
 
 
 def answers(server: MLServerProcess, features: list[list[float]]) -> list[tuple[int, float]]:
@@ -79,3 +100,166 @@ def test_the_slow_variant_answers_like_the_champion_but_later(
     finally:
         slow.stop()
         champion.stop()
+
+
+def router_samples(router: RouterProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the router's /metrics, keyed by (name, sorted labels)."""
+    with urllib.request.urlopen(f"http://{router.metrics_address}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return sum(v for (n, ls), v in samples.items() if n == name and all((k, labels[k]) in ls for k in labels))
+
+
+def routes(champion: str, shadow: str, servers: dict[str, MLServerProcess], compare: dict[str, Any]) -> str:
+    config = RouterConfig(
+        experiment="fraud-shadow",
+        variants=tuple(
+            Variant(name=name, url=server.url, weight=1 if name == champion else 0)
+            for name, server in servers.items()
+        ),
+        champion=champion,
+        stickiness=Stickiness(header="x-user-id"),
+        shadow=Shadow(
+            variant=shadow, percent=100, timeout_seconds=5, compare=ShadowCompare.model_validate(compare)
+        ),
+    )
+    return config.to_yaml()
+
+
+def served(snapshot: ModelTrafficSnapshot) -> int:
+    """Requests a model answered (the router compares a mirror only with a served answer)."""
+    return sum(count for code, count in snapshot.codes.items() if code not in (502, 504))
+
+
+def wait_compared(router: RouterProcess, variant: str, n: int) -> tuple[dict[Any, float], float]:
+    """The router's samples once all ``n`` answers mirrored to ``variant`` were compared or lost, and the count compared.
+
+    On a busy machine a few mirrors time out (``shadow.timeoutSeconds``); the router counts them as
+    upstream errors and compares nothing for them, which is what it must do. Most must be compared.
+    """
+
+    def settled() -> tuple[dict[Any, float], float] | None:
+        samples = router_samples(router)
+        compared = total(samples, "arbiter_router_shadow_comparisons_total", variant=variant)
+        lost = total(samples, "arbiter_router_upstream_errors_total", variant=variant) + total(
+            samples, "arbiter_router_shadow_dropped_total", variant=variant
+        )
+        assert compared + lost <= n
+        return (samples, compared) if compared + lost == n else None
+
+    samples, compared = wait_for(settled, timeout=30, message=f"every answer mirrored to {variant} compared")
+    assert compared >= 0.8 * n, f"only {compared} of {n} mirrored answers compared"
+    return samples, compared
+
+
+CLASS_RULES = {"fields": [CLASS_POINTER], "score": SCORE_POINTER}
+
+
+def test_the_router_judges_real_shadow_answers_by_class_and_delayed_labels_reach_it(
+    model_catalogue: Catalogue, tmp_path: Path
+) -> None:
+    """Two real models behind the router: class agreement and score deltas as the catalogue measured them.
+
+    Compared whole, the V2 answers of the same model served twice never agree (ids and versions differ).
+    """
+    servers = MLServerProcess.start_many(
+        model_catalogue,
+        {"champion": "champion", "agreeing": "agreeing", "disagreeing": "disagreeing"},
+        tmp_path,
+    )
+    path = tmp_path / "routes.yaml"
+    path.write_text(routes("champion", "agreeing", servers, CLASS_RULES))
+    router = RouterProcess.start(["--config", str(path), "--poll-interval", "0.2"], tmp_path)
+    try:
+        wait_for(router.ready, timeout=30, message="the router's routes")
+        n = 200
+        traffic = ModelTraffic(
+            router.url,
+            model_catalogue.rows,
+            rate=20,
+            max_requests=n,
+            label_delay=(4.0, 6.0),
+            anonymous_share=0.2,
+        ).start()
+        wait_for(lambda: traffic.snapshot().of("champion").requests >= n, timeout=120, message="the answers")
+        early = traffic.snapshot()
+        # The labels are due 4-6 s after their answers: when the last answer is in, the latest are still due.
+        assert early.labels_pending > 0, early
+        assert early.of("champion").labels_sent + early.labels_pending == early.of("champion").labels_due
+        assert total(router_samples(router), "arbiter_router_outcomes_total") < n
+        final = traffic.stop()
+        assert final.labels_pending == 0
+        champion = final.of("champion")
+        # Nearly every transaction is answered (a busy machine may time a few out: 504) and every label due
+        # reaches the router; only a failed anonymous request has no label (nothing to credit it to).
+        assert champion.requests == n and champion.ok >= 0.9 * n, final.codes
+        assert champion.labels_due >= champion.ok and champion.labels_due == champion.labels_sent
+        assert champion.labels_failed == 0
+        assert set(final.variants) == {"champion"}, "the shadows serve nobody"
+        assert 0.1 * n < champion.anonymous < 0.3 * n
+        assert within(champion.accuracy, model_catalogue.variants["champion"]["accuracy"], champion.ok)
+
+        samples, compared = wait_compared(router, "agreeing", served(final))
+        # Every label reached the router, by user key or by request id, and was credited to the champion.
+        assert (
+            total(samples, "arbiter_router_outcomes_total", variant="champion", result="success")
+            == champion.successes
+        )
+        assert total(samples, "arbiter_router_outcomes_total", variant="champion") == champion.labels_sent
+        agree = total(samples, "arbiter_router_shadow_comparisons_total", variant="agreeing", agree="true")
+        assert within(
+            agree / compared, model_catalogue.variants["agreeing"]["agreementWithChampion"], compared
+        )
+        assert total(samples, "arbiter_router_shadow_score_delta_count", variant="agreeing") == compared
+        assert total(samples, "arbiter_router_shadow_unreadable_total") == 0
+        # Most scores of a forest with another seed move by less than 0.1.
+        assert (
+            total(samples, "arbiter_router_shadow_score_delta_bucket", variant="agreeing", le="0.1") > 0.8 * n
+        )
+
+        # The disagreeing model, by the same rules.
+        path.write_text(routes("champion", "disagreeing", servers, CLASS_RULES))
+        wait_for(lambda: "shadow=disagreeing" in router.readyz(), timeout=30, message="the new routes")
+        traffic = ModelTraffic(
+            router.url, model_catalogue.rows, rate=20, max_requests=n, label_delay=(0, 0.5), seed=1
+        )
+        traffic.start()
+        wait_for(lambda: traffic.snapshot().of("champion").requests >= n, timeout=120, message="the answers")
+        samples, compared = wait_compared(router, "disagreeing", served(traffic.stop()))
+        agree = total(samples, "arbiter_router_shadow_comparisons_total", variant="disagreeing", agree="true")
+        assert within(
+            agree / compared, model_catalogue.variants["disagreeing"]["agreementWithChampion"], compared
+        )
+
+        # Whole bodies: the champion's own model answering twice never agrees with itself.
+        path.write_text(routes("champion", "agreeing", servers, {}))
+        wait_for(lambda: "shadow=agreeing" in router.readyz(), timeout=30, message="whole-body routes")
+        samples = router_samples(router)
+        before = total(samples, "arbiter_router_shadow_comparisons_total", variant="agreeing")
+        agreed = total(samples, "arbiter_router_shadow_comparisons_total", variant="agreeing", agree="true")
+        status, body = http_json(router.url + INFER_PATH, infer_body(model_catalogue.rows[0][0]))
+        assert status == 200, body
+        wait_for(
+            lambda: (
+                total(router_samples(router), "arbiter_router_shadow_comparisons_total", variant="agreeing")
+                == before + 1
+            ),
+            timeout=30,
+            message="the comparison",
+        )
+        samples = router_samples(router)
+        assert (
+            total(samples, "arbiter_router_shadow_comparisons_total", variant="agreeing", agree="true")
+            == agreed
+        )
+    finally:
+        router.stop()
+        for server in servers.values():
+            server.stop()
