@@ -94,19 +94,22 @@ def experiment_for(name: str, env: RolloutEnv) -> dict[str, Any]:
     assert any(d["kind"] == "ModelExperiment" for d in docs)
     errors = error_rate_guardrail(max_rate=0.3, window="10s")
     # Relative to the champion: on a busy laptop both models slow down together; only a slower model
-    # should trip it.
+    # should trip it. The median, not the p95: at 15 requests a second a 20 s window holds too few
+    # samples for a p95 that scheduler stalls on a loaded 2-core machine do not move by 0.25 s (an A/A
+    # run tripped a p95 guardrail that way); the slow model moves every answer, so its median too.
     latency = {
-        "name": "p95-latency",
-        "query": latency_query(0.95, "10s"),
+        "name": "median-latency",
+        "query": latency_query(0.5, "20s"),
         "maxIncreaseOverChampion": 0.2,
-        "failureLimit": 2,
+        "failureLimit": 3,
     }
     if name == "shadow":
         compare = {"fields": [CLASS_POINTER], "ignore": list(V2_VOLATILE_FIELDS), "score": SCORE_POINTER}
         experiment = env.experiment(
             mode="Shadow",
             interval="2s",
-            guardrails=[agreement_guardrail(0.95, failure_limit=3)],
+            # The seeds' line: below 90% agreement the models behave differently.
+            guardrails=[agreement_guardrail(0.9, failure_limit=3)],
             shadow={"percent": 100, "timeoutSeconds": 5, "compare": compare},
             shadow_analysis={"minDuration": "45s"},
             decision={"maxDuration": "10m"},
@@ -201,13 +204,17 @@ def main(argv: list[str] | None = None) -> int:
         say(f"applying ModelExperiment {EXPERIMENT}")
         env.apply([experiment])
         success = "the class was right" if scenario.success == "correct" else "a fraud was flagged"
+        # A canary decides on labels: half fraud makes the models' difference show in a minute or two. A
+        # shadow is judged on the traffic as it comes (about 10% fraud), where the catalogue's agreement holds.
+        fraud_share = None if args.scenario == "shadow" else 0.5
+        mix = "about 10% fraud" if fraud_share is None else "half of them fraud"
         say(
-            f"sending transactions (half of them fraud) from users; each true label follows 1-3 s later "
+            f"sending transactions ({mix}) from users; each true label follows 1-3 s later "
             f"and success = {success}. Arbiter knows none of the offline numbers"
         )
         env.model_traffic(
             success=scenario.success,
-            fraud_share=0.5,
+            fraud_share=fraud_share,
             rate=15,
             label_delay=(1.0, 3.0),
             max_seconds=args.timeout,

@@ -49,10 +49,8 @@ def test_mlserver_serves_the_trained_models_as_the_catalogue_describes(
 ) -> None:
     features, labels = model_catalogue.rows
     rows, truth = features[:ROWS], labels[:ROWS]
-    servers = {
-        name: MLServerProcess.start(model_catalogue, name, tmp_path)
-        for name in ("champion", "identical", "better", "disagreeing")
-    }
+    names = ("champion", "identical", "better", "disagreeing")
+    servers = MLServerProcess.start_many(model_catalogue, {name: name for name in names}, tmp_path)
     try:
         got = {name: answers(server, rows) for name, server in servers.items()}
         # A V2 answer names its model and version, and carries an id of its own.
