@@ -261,3 +261,27 @@ def test_the_router_judges_real_shadow_answers_by_class_and_delayed_labels_reach
         router.stop()
         for server in servers.values():
             server.stop()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"router_url": "http://10.0.0.1:80"}, "only talks to loopback"),
+        ({"success": "profit"}, "success must be"),
+        ({"rate": 0}, "rate must be"),
+        ({"anonymous_share": 1.5}, "anonymous_share"),
+        ({"label_delay": (3.0, 1.0)}, "label_delay"),
+        ({"fraud_share": 2.0}, "fraud_share is in"),
+        ({"rows": ([[0.0]], [0])}, "fraud_share needs rows of both labels"),
+        ({"rows": ([[0.0]], [0, 1])}, "as many labels"),
+    ],
+)
+def test_the_load_generator_refuses_bad_settings(options: dict[str, Any], message: str) -> None:
+    settings: dict[str, Any] = {
+        "router_url": "http://127.0.0.1:8080",
+        "rows": ([[0.0], [1.0]], [0, 1]),
+        **({"fraud_share": 0.5} if "rows" in options and len(options["rows"][1]) == 1 else {}),
+        **options,
+    }
+    with pytest.raises(ValueError, match=message):
+        ModelTraffic(settings.pop("router_url"), settings.pop("rows"), **settings)
