@@ -76,9 +76,10 @@ cluster-up: install system-deps controlplane ## Start etcd, kube-apiserver, cont
 cluster-down: ## Stop every process `make cluster-up` started
 	@$(PY) -m localcluster down --dir .cluster 2>/dev/null || $(PYTHON) hack/localcluster/__main__.py down --dir .cluster
 
+SCENARIO ?= good
 .PHONY: demo
-demo: install system-deps controlplane ## The demo: a canary decided by statistics on the local cluster (router, Prometheus, model servers)
-	@$(PY) hack/demo.py --dir .cluster
+demo: install system-deps controlplane models ## The demo on real models (MLServer): SCENARIO=good|regression|latency|aa|shadow (default good); stops everything at the end
+	@$(PY) hack/demo.py --dir .cluster --scenario $(SCENARIO)
 
 .PHONY: clean
 clean: cluster-down ## Stop the cluster and remove build and test caches (keeps the Go binary cache)

@@ -21,6 +21,7 @@ if str(E2E) not in sys.path:
     sys.path.insert(0, str(E2E))
 
 from harness.env import RolloutEnv  # noqa: E402
+from harness.mlserver import Catalogue, ensure_models  # noqa: E402
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -33,6 +34,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 _FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture(scope="session")
+def model_catalogue() -> Catalogue:
+    """The trained fraud models and MLServer's virtualenv (created once, cached in ~/.cache/arbiter)."""
+    return ensure_models()
 
 
 @pytest.fixture

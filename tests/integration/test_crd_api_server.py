@@ -190,6 +190,20 @@ INVALID = [
         'supported values: "Sequential", "ChiSquare"',
     ),
     ("canary without steps", "spec.steps", None, "spec.steps", "mode Canary needs at least one step"),
+    (
+        "compare pointer without a leading slash",
+        "spec.routing.shadow",
+        {"compare": {"fields": ["outputs/0/data"]}},
+        "spec.routing.shadow.compare.fields[0]",
+        "should match",
+    ),
+    (
+        "compare rules without provider Router",
+        "spec.routing",
+        {"provider": "Istio", "istio": {"virtualService": "vs"}, "shadow": {"compare": {"ignore": ["/id"]}}},
+        "spec.routing.shadow.compare",
+        "spec.routing.shadow.compare needs provider Router",
+    ),
 ]
 
 

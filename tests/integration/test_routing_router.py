@@ -173,3 +173,31 @@ def test_a_variant_url_overrides_the_service(
     provider.reconcile()
     urls = [v["url"] for v in routes(cluster, namespace)["variants"]]
     assert urls == [f"http://fraud-v1.{namespace}.svc:8080", "https://v2.models.example.com:8443"]
+
+
+def test_the_specs_shadow_compare_rules_reach_the_routes(
+    cluster: Cluster, namespace: str, kube_api: ApiClient
+) -> None:
+    apply(cluster, namespace, service("fraud-v1"), service("fraud-v2"))
+    compare = {
+        "fields": ["/outputs/0/data"],
+        "ignore": ["/id", "/model_version"],
+        "score": "/outputs/1/data/1",
+    }
+    spec = experiment_spec(
+        {
+            "provider": "Router",
+            "router": {"configMap": CONFIG_MAP},
+            "shadow": {"percent": 100, "timeoutSeconds": 2.0, "compare": compare},
+        },
+        challengers=1,
+    )
+    routing = provider_for(spec, namespace=namespace, experiment="fraud-v2", client=TrafficClient(kube_api))
+    routing.reconcile()
+    routing.set_weights({"v1": 100}, mirror=Mirror("v2", 100))
+    assert routes(cluster, namespace)["shadow"] == {
+        "variant": "v2",
+        "percent": 100,
+        "timeoutSeconds": 2.0,
+        "compare": compare,
+    }

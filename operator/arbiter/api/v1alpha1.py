@@ -285,6 +285,43 @@ class IstioRouting(_Model):
     )
 
 
+# RFC 6901: empty (the whole document) or "/"-separated tokens where "~" only escapes as ~0 or ~1.
+JSON_POINTER_PATTERN = r"^(/([^~/]|~[01])*)*$"
+JsonPointer = Annotated[str, Field(pattern=JSON_POINTER_PATTERN, max_length=1024)]
+MAX_POINTERS = 32
+
+
+class ShadowComparison(_Model):
+    """How Arbiter's router compares the shadow's answers with the champion's (provider Router)."""
+
+    fields: Annotated[list[JsonPointer], Field(max_length=MAX_POINTERS)] = Field(
+        default_factory=list,
+        description="JSON pointers (RFC 6901) of the answer parts that must agree, e.g. /outputs/0/data for "
+        "the predicted class of a V2 answer; a pointer missing from either answer is a disagreement. Empty: "
+        "the whole body, less `ignore`.",
+    )
+    ignore: Annotated[list[JsonPointer], Field(max_length=MAX_POINTERS)] = Field(
+        default_factory=list,
+        description="JSON pointers removed from both answers before comparing, e.g. /id and /model_version "
+        "(model servers put ids and versions in every answer).",
+    )
+    numeric_tolerance: float = Field(
+        default=0.0, ge=0, description="Two numbers agree when |a - b| <= numericTolerance (absolute)."
+    )
+    score: Annotated[str, Field(pattern=JSON_POINTER_PATTERN, min_length=1, max_length=1024)] | None = Field(
+        default=None,
+        description="JSON pointer of the model's score (a number or a list of numbers), e.g. /outputs/1/data/1; "
+        "the router exports the distribution of |shadow - champion| as arbiter_router_shadow_score_delta.",
+    )
+
+    @model_validator(mode="after")
+    def _unique(self) -> ShadowComparison:
+        for name, pointers in (("fields", self.fields), ("ignore", self.ignore)):
+            if len(set(pointers)) != len(pointers):
+                raise ValueError(f"spec.routing.shadow.compare.{name} lists a JSON pointer twice")
+        return self
+
+
 class ShadowRouting(_Model):
     """Traffic mirroring for mode Shadow."""
 
@@ -299,6 +336,11 @@ class ShadowRouting(_Model):
         ge=0.01,
         le=60,
         description="Timeout of a mirrored request; it never delays the champion.",
+    )
+    compare: ShadowComparison | None = Field(
+        default=None,
+        description="How the shadow's answers are compared with the champion's (provider Router). Unset: the "
+        "router's routes.yaml keeps what a human set there, else whole bodies are compared.",
     )
 
 
@@ -322,6 +364,11 @@ class Routing(_Model):
                     "self.provider != 'Istio' || has(self.istio)",
                     "provider Istio needs spec.routing.istio",
                     ".istio",
+                ),
+                _cel(
+                    "self.provider == 'Router' || !has(self.shadow) || !has(self.shadow.compare)",
+                    "spec.routing.shadow.compare needs provider Router (only Arbiter's router compares answers)",
+                    ".shadow.compare",
                 ),
             ]
         }
@@ -352,6 +399,14 @@ class Routing(_Model):
             field, block = blocks[self.provider]
             if block is None:
                 raise ValueError(f"provider {self.provider.value} needs spec.routing.{field}")
+        if (
+            self.shadow is not None
+            and self.shadow.compare is not None
+            and self.provider is not RoutingProviderName.ROUTER
+        ):
+            raise ValueError(
+                "spec.routing.shadow.compare needs provider Router (only Arbiter's router compares answers)"
+            )
         return self
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from typing import Any
@@ -48,6 +49,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--expected-weights", help="configured split, e.g. v1=0.9,v2=0.1 (default: equal)")
     parser.add_argument("--srm-threshold", type=float, default=0.001)
     parser.add_argument("--segment-col", help="also compare within each segment (exploratory)")
+    parser.add_argument(
+        "--max-segments",
+        type=int,
+        default=50,
+        help="show at most this many segments, the largest first (default 50); the rest are counted",
+    )
     parser.add_argument("--time-col", help="timestamp column: per-cohort lift and, for sequential, looks")
     parser.add_argument("--looks", type=int, default=20, help="looks replayed over time for sequential")
     parser.add_argument("--cohort", choices=["auto", "hour", "day", "week"], default="auto")
@@ -59,6 +66,8 @@ MISSING_PYARROW = (
     "arbiter analyze: error: reading files needs pyarrow, which is not installed: "
     "pip install 'arbiter[analyze]'"
 )
+EXIT_INVALID = 3
+"""Exit code when the sample-ratio check failed: the verdicts are void (2 is bad input)."""
 
 
 class UsageError(Exception):
@@ -96,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--looks must be at least 1")
         if args.mde <= 0:
             raise UsageError("--mde must be positive")
+        if args.max_segments < 1:
+            raise UsageError("--max-segments must be at least 1")
         weights = _parse_weights(args.expected_weights) if args.expected_weights else None
         aggregate = aggregate_file(
             args.file, args.variant_col, args.outcome_col, args.segment_col, args.time_col
@@ -105,13 +116,29 @@ def run(args: argparse.Namespace) -> int:
         print(f"arbiter analyze: error: {error}", file=sys.stderr)
         return 2
     report["elapsed_seconds"] = round(time.perf_counter() - started, 3)
-    if args.json:
-        from arbiter.stats import json_value
+    segments = report.get("segments")
+    if segments and segments["truncated"]:
+        print(
+            f"arbiter analyze: warning: column '{args.segment_col}' has {segments['total']:,} segments; "
+            f"showing the {segments['shown']:,} largest (--max-segments)",
+            file=sys.stderr,
+        )
+    try:
+        if args.json:
+            from arbiter.stats import json_value
 
-        print(json.dumps(json_value(report), allow_nan=False))
-    else:
-        _print_human(report)
-    return 0
+            print(json.dumps(json_value(report), allow_nan=False))
+        else:
+            _print_human(report)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `arbiter analyze ... | head`: the reader has gone; say nothing more, and keep Python from
+        # complaining about the unflushed stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    # A mismatched split makes every verdict suspect: no exit code may read as "valid result".
+    return EXIT_INVALID if report["srm"]["mismatch"] else 0
 
 
 def _stats_for(metric: str, n: float, total: float, squares: float) -> Any:
@@ -178,6 +205,7 @@ def _analyse(aggregate: Any, args: argparse.Namespace, weights: dict[str, float]
         "sides": args.sides,
         "direction": args.direction,
         "control": control,
+        "valid": True,
         "srm": {
             "p_value": srm.p_value,
             "mismatch": srm.mismatch,
@@ -238,12 +266,25 @@ def _analyse(aggregate: Any, args: argparse.Namespace, weights: dict[str, float]
             row["significant"] = math.isfinite(p_adj) and p_adj <= args.alpha
             row["decision"] = _decision_text(row, direction)
             rows.append({"segment": segment, **row})
+        sizes: dict[str, float] = {}
+        for s_index, segment in enumerate(aggregate.segments):
+            sizes[segment] = float(aggregate.n[segment_ids == s_index].sum())
+        total_segments = len(sizes)
+        kept = set(sorted(sizes, key=lambda name: -sizes[name])[: args.max_segments])
         report["segments"] = {
             "column": args.segment_col,
             "exploratory": True,
             "note": "exploratory: Holm-adjusted across every segment x challenger comparison",
-            "comparisons": rows,
+            "total": total_segments,
+            "shown": len(kept),
+            "truncated": total_segments > len(kept),
+            "comparisons": sorted(
+                (row for row in rows if row["segment"] in kept), key=lambda row: -sizes[row["segment"]]
+            ),
         }
+
+    if srm.mismatch:
+        _invalidate(report, srm.p_value)
 
     if args.time_col and aggregate.keys.size:
         report["cohorts"] = _cohorts(
@@ -251,6 +292,20 @@ def _analyse(aggregate: Any, args: argparse.Namespace, weights: dict[str, float]
         )
     del np
     return report
+
+
+def _invalidate(report: dict[str, Any], p_value: float) -> None:
+    """A sample-ratio mismatch voids every verdict: the groups compared are not the ones assigned."""
+    reason = (
+        f"sample ratio mismatch (p={p_value:.3g}): the observed split does not match the weights, so the "
+        "groups differ by more than the variant; fix the assignment or logging and rerun"
+    )
+    report["valid"] = False
+    report["invalid_reason"] = reason
+    rows = list(report["comparisons"]) + list((report.get("segments") or {}).get("comparisons", []))
+    for row in rows:
+        row["decision_if_valid"] = row["decision"]
+        row["decision"] = "Invalid"
 
 
 def _decision_text(row: dict[str, Any], direction: Any) -> str:
@@ -502,8 +557,9 @@ def _print_human(report: dict[str, Any]) -> None:
             "Win": "WIN: significantly better than control",
             "Loss": "LOSS: significantly worse than control",
             "Inconclusive": "inconclusive: no significant difference",
+            "Invalid": f"INVALID (sample ratio mismatch; would read {row.get('decision_if_valid')})",
         }[row["decision"]]
-        if row.get("error"):
+        if row.get("error") and row["decision"] != "Invalid":
             decision = f"inconclusive: {row['error']}"
         print(
             f"{row['variant']:<16}{row['n_treatment']:>10,.0f}{_fmt(row['treatment_value']):>11}"
@@ -521,8 +577,14 @@ def _print_human(report: dict[str, Any]) -> None:
         f"control value {_fmt(report['comparisons'][0]['control_value'])}, "
         f"n {report['comparisons'][0]['n_control']:,.0f}"
     )
+    if not report["valid"]:
+        print(f"NO VALID VERDICT: {report['invalid_reason']}")
     if "segments" in report:
-        print(f"\nby {report['segments']['column']} ({report['segments']['note']}):")
+        segments = report["segments"]
+        shown = (
+            f"; the {segments['shown']:,} largest of {segments['total']:,}" if segments["truncated"] else ""
+        )
+        print(f"\nby {segments['column']} ({segments['note']}{shown}):")
         for row in report["segments"]["comparisons"]:
             print(
                 f"  {row['segment']:<14}{row['variant']:<14}lift {_fmt(row['relative_lift'])}"

@@ -155,15 +155,16 @@ def _print_human(plan: dict[str, Any]) -> None:
         f"challenger share {plan['allocation']:g}"
     )
     by_variant = plan["sample_size_by_variant"]
-    print(
-        f"fixed horizon: {plan['sample_size_per_variant']:,} per variant"
-        + (
-            f" (control {by_variant['control']:,}, challenger {by_variant['treatment']:,})"
-            if by_variant["control"] != by_variant["treatment"]
-            else ""
+    if by_variant["control"] == by_variant["treatment"]:
+        arms = f"{plan['sample_size_per_variant']:,} per variant"
+    else:
+        # An uneven split: "per variant" would be wrong for one of the two arms.
+        smaller = "challenger" if by_variant["treatment"] < by_variant["control"] else "control"
+        arms = (
+            f"{plan['sample_size_per_variant']:,} in the smaller arm ({smaller}); "
+            f"control {by_variant['control']:,}, challenger {by_variant['treatment']:,}"
         )
-        + f", {plan['total_sample_size']:,} in total"
-    )
+    print(f"fixed horizon: {arms}, {plan['total_sample_size']:,} in total")
     if "days" in plan:
         print(f"expected duration: {plan['days']:.1f} days at {plan['daily_traffic']:,.0f} units a day")
     for method, design in plan["sequential"].items():

@@ -42,6 +42,7 @@ __all__ = [
     "Stickiness",
     "Variant",
     "load_routes_file",
+    "parse_json_pointer",
     "parse_routes_yaml",
 ]
 
@@ -138,15 +139,74 @@ class Stickiness(_Model):
         return self
 
 
+MAX_POINTERS = 32
+
+
+def parse_json_pointer(pointer: str) -> tuple[str, ...]:
+    """Split an RFC 6901 JSON pointer into its unescaped reference tokens (``""`` is the whole document).
+
+    Raises:
+        ValueError: the pointer is neither empty nor starts with ``/``, or has a bad ``~`` escape.
+    """
+    if pointer == "":
+        return ()
+    if not pointer.startswith("/"):
+        raise ValueError(f"JSON pointer {pointer!r} must be empty or start with '/'")
+    tokens = []
+    for raw in pointer[1:].split("/"):
+        if re.search(r"~(?![01])", raw):
+            raise ValueError(
+                f"JSON pointer {pointer!r}: '~' must be followed by 0 or 1 (~0 is '~', ~1 is '/')"
+            )
+        tokens.append(raw.replace("~1", "/").replace("~0", "~"))
+    return tuple(tokens)
+
+
+def _check_pointers(pointers: tuple[str, ...]) -> tuple[str, ...]:
+    if len(set(pointers)) != len(pointers):
+        raise ValueError("lists a JSON pointer twice")
+    for pointer in pointers:
+        parse_json_pointer(pointer)
+    return pointers
+
+
 class ShadowCompare(_Model):
     """How a shadow response is compared with the served one.
+
+    Two answers agree when their status codes are equal and the compared parts of their JSON bodies are
+    equal (numbers within ``numericTolerance``). Model servers put request ids, model names and versions
+    in every answer, so comparing whole bodies calls every answer a disagreement: name what to compare
+    (``fields``) or what to leave out (``ignore``).
 
     Args:
         numeric_tolerance: `numericTolerance`; two JSON numbers agree when
             `|a - b| <= numericTolerance` (absolute). 0 means exact equality.
+        fields: JSON pointers (RFC 6901) of the parts compared; all must agree, and a pointer missing from
+            either answer is a disagreement (a typo must not make everything agree). Empty: the whole body.
+        ignore: JSON pointers removed from both answers before comparing (missing ones are fine).
+        score: JSON pointer of the model's score (a number, or a list of numbers); its absolute
+            difference between the answers (the largest, for a list) is observed in
+            `arbiter_router_shadow_score_delta`. It does not decide agreement unless also in `fields`.
     """
 
     numeric_tolerance: float = Field(default=0.0, ge=0)
+    fields: tuple[str, ...] = Field(default=(), max_length=MAX_POINTERS)
+    ignore: tuple[str, ...] = Field(default=(), max_length=MAX_POINTERS)
+    score: str | None = None
+
+    @field_validator("fields", "ignore")
+    @classmethod
+    def _check_pointer_list(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _check_pointers(value)
+
+    @field_validator("score")
+    @classmethod
+    def _check_score(cls, value: str | None) -> str | None:
+        if value is not None:
+            if value == "":
+                raise ValueError("must point into the answer (a number or a list of numbers), not be empty")
+            parse_json_pointer(value)
+        return value
 
 
 class Shadow(_Model):

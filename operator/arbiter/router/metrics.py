@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
-__all__ = ["LATENCY_BUCKETS", "LATENCY_DELTA_BUCKETS", "RouterMetrics"]
+if TYPE_CHECKING:
+    from arbiter.router.compare import Comparison
+
+__all__ = ["LATENCY_BUCKETS", "LATENCY_DELTA_BUCKETS", "SCORE_DELTA_BUCKETS", "RouterMetrics"]
 
 # Model latencies: a few ms for a small tree model up to tens of seconds for a large generative one.
 LATENCY_BUCKETS = (
@@ -32,6 +35,8 @@ LATENCY_BUCKETS = (
 # Shadow minus served latency: negative when the shadow model is faster.
 _POSITIVE_DELTAS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LATENCY_DELTA_BUCKETS = (*(-d for d in reversed(_POSITIVE_DELTAS)), 0.0, *_POSITIVE_DELTAS)
+# |shadow score - served score| for probabilities: `le="0"` counts identical scores, the rest how far apart.
+SCORE_DELTA_BUCKETS = (0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
 
 
 class RouterMetrics:
@@ -84,6 +89,21 @@ class RouterMetrics:
             "Shadow response time minus served response time, for compared requests.",
             ["experiment", "variant"],
             buckets=LATENCY_DELTA_BUCKETS,
+            registry=r,
+        )
+        self.shadow_score_delta = Histogram(
+            "arbiter_router_shadow_score_delta",
+            "Absolute difference between the shadow's and the served answer's score (shadow.compare.score),"
+            " the largest over a list of scores.",
+            ["experiment", "variant"],
+            buckets=SCORE_DELTA_BUCKETS,
+            registry=r,
+        )
+        self.shadow_unreadable = Counter(
+            "arbiter_router_shadow_unreadable",
+            "Compared answers the shadow.compare rules could not read (counted as disagreements when they"
+            " decide agreement); reason is not_json, field or score.",
+            ["experiment", "variant", "reason"],
             registry=r,
         )
         self.shadow_dropped = Counter(
@@ -139,6 +159,18 @@ class RouterMetrics:
             if hist is None:
                 hist = self._children[hist_key] = self.duration.labels(experiment, variant)
             hist.observe(seconds)
+
+    def shadow_compared(
+        self, experiment: str, variant: str, comparison: Comparison, latency_delta: float
+    ) -> None:
+        """Count one shadow comparison: agreement, score delta, unreadable answers and the latency delta."""
+        agree = "true" if comparison.agree else "false"
+        self.shadow_comparisons.labels(experiment, variant, agree).inc()
+        self.shadow_latency_delta.labels(experiment, variant).observe(latency_delta)
+        if comparison.score_delta is not None:
+            self.shadow_score_delta.labels(experiment, variant).observe(comparison.score_delta)
+        if comparison.unreadable:
+            self.shadow_unreadable.labels(experiment, variant, comparison.unreadable).inc()
 
     def show_routes(
         self, experiment: str, weights: dict[str, float], shadow: tuple[str, float] | None

@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from arbiter.router.assign import Assigner
-from arbiter.router.compare import bodies_agree
+from arbiter.router.compare import CompareRules
 from arbiter.router.config import Limits, RouterConfig, RouterConfigError, parse_routes_yaml
 from arbiter.router.http import HTTPRequest, HTTPResponse, HTTPServer
 from arbiter.router.metrics import RouterMetrics
@@ -65,7 +65,7 @@ class _Routes:
     shadow_fraction: float
     shadow_timeout: float
     shadow_max_concurrent: int
-    shadow_tolerance: float
+    shadow_rules: CompareRules
     max_body_bytes: int
     upstream_timeout: float
 
@@ -84,7 +84,7 @@ class _Routes:
             shadow_fraction=shadow.percent / 100.0 if shadow else 0.0,
             shadow_timeout=shadow.timeout_seconds if shadow else 0.0,
             shadow_max_concurrent=shadow.max_concurrent if shadow else 0,
-            shadow_tolerance=shadow.compare.numeric_tolerance if shadow else 0.0,
+            shadow_rules=CompareRules.build(shadow.compare) if shadow else CompareRules(),
             max_body_bytes=config.limits.max_body_bytes,
             upstream_timeout=config.limits.upstream_timeout_seconds,
         )
@@ -371,11 +371,10 @@ class Router:
         if reference is None:
             return  # the served request failed: nothing to compare with
         served_response, served_elapsed = reference
-        agree = served_response.status == response.status and bodies_agree(
-            served_response.body, response.body, routes.shadow_tolerance
+        result = routes.shadow_rules.compare(
+            served_response.status, served_response.body, response.status, response.body
         )
-        self.metrics.shadow_comparisons.labels(routes.experiment, shadow, "true" if agree else "false").inc()
-        self.metrics.shadow_latency_delta.labels(routes.experiment, shadow).observe(elapsed - served_elapsed)
+        self.metrics.shadow_compared(routes.experiment, shadow, result, elapsed - served_elapsed)
 
     # -- feedback ------------------------------------------------------------------------------
 

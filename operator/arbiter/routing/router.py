@@ -9,12 +9,13 @@ document format is owned by :mod:`arbiter.router.config` (docs/router.md); this 
   port), and ``weight`` = its percent;
 - ``champion``: the spec's champion (the router retries a failed challenger request on it);
 - ``stickiness``: ``spec.routing.stickiness`` as is;
-- ``shadow``: the mirror's variant and percent, ``timeoutSeconds`` from ``spec.routing.shadow``.
+- ``shadow``: the mirror's variant and percent, ``timeoutSeconds`` and ``compare`` (the comparison rules)
+  from ``spec.routing.shadow``.
 
 Arbiter creates the ConfigMap when missing and server-side-applies only ``data["routes.yaml"]``
 and two labels with field manager ``arbiter``: other keys, labels and annotations stay with their
-owners. Settings only a human sets in ``routes.yaml`` (``limits``, ``shadow.compare``,
-``shadow.maxConcurrent``) are carried over from the document in place.
+owners. Settings only a human sets in ``routes.yaml`` (``limits``, ``shadow.maxConcurrent``, and
+``shadow.compare`` while the spec sets none) are carried over from the document in place.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ from typing import Any
 
 from arbiter.api.weights import to_percent
 from arbiter.k8s.traffic import CONFIG_MAPS, SERVICES
-from arbiter.router.config import RouterConfig, RouterConfigError, Shadow, Stickiness, parse_routes_yaml
+from arbiter.router.config import (
+    RouterConfig,
+    RouterConfigError,
+    Shadow,
+    ShadowCompare,
+    Stickiness,
+    parse_routes_yaml,
+)
 from arbiter.router.config import Variant as RouterVariant
 from arbiter.routing.base import (
     BaseProvider,
@@ -119,6 +127,7 @@ class RouterProvider(BaseProvider):
             self._stickiness(),
             self._timeout(),
             current,
+            compare=self._compare(),
         ).to_yaml()
         if document == text:
             return
@@ -153,6 +162,18 @@ class RouterProvider(BaseProvider):
             return None
         return Stickiness(header=sticky.header, cookie=sticky.cookie)
 
+    def _compare(self) -> ShadowCompare | None:
+        shadow = self.spec.routing.shadow
+        rules = shadow.compare if shadow is not None else None
+        if rules is None:
+            return None
+        return ShadowCompare(
+            numeric_tolerance=rules.numeric_tolerance,
+            fields=tuple(rules.fields),
+            ignore=tuple(rules.ignore),
+            score=rules.score,
+        )
+
     def _timeout(self) -> float:
         shadow = self.spec.routing.shadow
         return shadow.timeout_seconds if shadow is not None else 1.0
@@ -181,6 +202,8 @@ def build_config(
     stickiness: Stickiness | None,
     shadow_timeout: float,
     current: RouterConfig | None = None,
+    *,
+    compare: ShadowCompare | None = None,
 ) -> RouterConfig:
     """Build the router document for these weights, keeping the human-only settings of ``current``.
 
@@ -193,19 +216,18 @@ def build_config(
         stickiness: the sticky key, if any.
         shadow_timeout: the mirrored request's timeout in seconds.
         current: the document in place, whose ``limits`` and shadow tuning are kept.
+        compare: the comparison rules from ``spec.routing.shadow.compare``; None keeps those of ``current``.
     """
     shadow = None
     if mirror is not None:
         previous = current.shadow if current is not None else None
+        tuning: dict[str, Any] = {}
+        if previous is not None:
+            tuning = {"max_concurrent": previous.max_concurrent, "compare": previous.compare}
+        if compare is not None:
+            tuning["compare"] = compare
         shadow = Shadow(
-            variant=mirror.variant,
-            percent=mirror.percent,
-            timeout_seconds=shadow_timeout,
-            **(
-                {"max_concurrent": previous.max_concurrent, "compare": previous.compare}
-                if previous is not None
-                else {}
-            ),
+            variant=mirror.variant, percent=mirror.percent, timeout_seconds=shadow_timeout, **tuning
         )
     return RouterConfig(
         experiment=experiment,

@@ -32,6 +32,8 @@ from arbiter.router.config import RouterConfig, Stickiness
 from arbiter.router.config import Variant as RouteVariant
 from chart_support import install_router_identity
 from harness.experiment import StatusRecorder, ValueRecorder, VariantRef, experiment_manifest, router_job
+from harness.mlserver import Catalogue, MLServerProcess, ensure_models
+from harness.model_traffic import ModelTraffic
 from harness.processes import ModelServerProcess, RouterProcess
 from harness.traffic import TrafficGenerator
 from helpers import wait_for
@@ -164,6 +166,8 @@ class RolloutEnv:
             seed, ``--answer-as other``), e.g. ``{"v2": "v1"}`` for a shadow that agrees with the champion.
         router_image: run the router from this container image (the ``arbiter_image`` fixture) instead
             of the installed command.
+        real_models: ``{variant: model}``: serve every variant with MLServer and the trained model of that
+            name (``champion``, ``better``, ``slow``... see docs/models.md) instead of a stand-in.
     """
 
     def __init__(
@@ -182,12 +186,15 @@ class RolloutEnv:
         jitter_ms: float = 2.0,
         answer_like: dict[str, str] | None = None,
         router_image: ArbiterImage | None = None,
+        real_models: dict[str, str] | None = None,
     ) -> None:
         if provider not in ("Router", "Replicas"):
             raise ValueError(f"provider {provider!r}: the e2e harness drives Router and Replicas")
         unknown = {name for pair in (answer_like or {}).items() for name in pair} - set(variants)
         if unknown:
             raise ValueError(f"answer_like names variants that are not in {variants}: {sorted(unknown)}")
+        if real_models is not None and set(real_models) != set(variants):
+            raise ValueError(f"real_models must name a model for every variant of {variants}")
         self.cluster = cluster
         self.kube_api = kube_api
         self.namespace = namespace
@@ -201,10 +208,12 @@ class RolloutEnv:
         self.jitter_ms = jitter_ms
         self.answer_like = dict(answer_like or {})
         self.router_image = router_image
-        self.models: dict[str, ModelServerProcess] = {}
+        self.real_models = dict(real_models) if real_models is not None else None
+        self.catalogue: Catalogue | None = None
+        self.models: dict[str, ModelServerProcess | MLServerProcess] = {}
         self.router: RouterProcess | None = None
         self.replica_routes: ReplicaRoutes | None = None
-        self.generators: list[TrafficGenerator] = []
+        self.generators: list[TrafficGenerator | ModelTraffic] = []
         self.recorders: list[StatusRecorder | ValueRecorder] = []
         self.job = router_job(namespace)
         self._job_added = False
@@ -231,7 +240,10 @@ class RolloutEnv:
 
     def _start(self) -> None:
         seeds = {name: index for index, name in enumerate(self.variant_names)}
-        for name in self.variant_names:
+        if self.real_models is not None:
+            self.catalogue = ensure_models()
+            self.models.update(MLServerProcess.start_many(self.catalogue, self.real_models, self.workdir))
+        for name in self.variant_names if self.real_models is None else ():
             like = self.answer_like.get(name)
             self.models[name] = ModelServerProcess.start(
                 name,
@@ -278,7 +290,10 @@ class RolloutEnv:
         for recorder in self.recorders:
             recorder.stop()
         for generator in self.generators:
-            generator.stop()
+            if isinstance(generator, ModelTraffic):
+                generator.stop(flush=False)  # labels still due go nowhere: everything is being stopped
+            else:
+                generator.stop()
         if self.replica_routes is not None:
             self.replica_routes.stop()
         if self._job_added:
@@ -354,6 +369,14 @@ class RolloutEnv:
         return recorder.start()
 
     # -- traffic ------------------------------------------------------------------------------
+
+    def model_traffic(self, **options: Any) -> ModelTraffic:
+        """Start real transactions with delayed labels through the router (``real_models`` only; stopped at teardown)."""
+        assert self.router is not None
+        assert self.catalogue is not None, "model_traffic needs real_models"
+        generator = ModelTraffic(self.router.url, self.catalogue.rows, **options)
+        self.generators.append(generator)
+        return generator.start()
 
     def traffic(self, conversion: dict[str, float], **options: Any) -> TrafficGenerator:
         """Start a traffic generator through the router (stopped at teardown)."""

@@ -108,6 +108,31 @@ INVALID_CASES = [
     ),
     ("bad duration", "analysis.interval", "30 seconds", "interval"),
     ("canary without steps", "steps", _DELETE, "at least one step"),
+    (
+        "compare pointer without a leading slash",
+        "routing.shadow",
+        {"compare": {"fields": ["outputs/0/data"]}},
+        "should match pattern",
+    ),
+    (
+        "compare pointer with a bad escape",
+        "routing.shadow",
+        {"compare": {"ignore": ["/a~2"]}},
+        "should match pattern",
+    ),
+    (
+        "compare pointer twice",
+        "routing.shadow",
+        {"compare": {"ignore": ["/id", "/id"]}},
+        "lists a JSON pointer twice",
+    ),
+    ("compare empty score pointer", "routing.shadow", {"compare": {"score": ""}}, "at least 1 character"),
+    (
+        "compare negative tolerance",
+        "routing.shadow",
+        {"compare": {"numericTolerance": -1}},
+        "greater than or equal to 0",
+    ),
 ]
 
 
@@ -242,4 +267,29 @@ def test_variant_url_override_must_be_a_base_url() -> None:
     assert parse_spec(spec).challengers[0].url == "http://127.0.0.1:9002"
     spec["challengers"][0]["url"] = "http://127.0.0.1:9002/predict"
     with pytest.raises(ValidationError, match="url"):
+        parse_spec(spec)
+
+
+def test_shadow_compare_rules_parse_and_need_provider_router() -> None:
+    spec = valid_spec()
+    spec["routing"]["shadow"] = {
+        "compare": {
+            "fields": ["/outputs/0/data"],
+            "ignore": ["/id", "/a~1b~0c"],
+            "score": "/outputs/1/data/1",
+        }
+    }
+    compare = parse_spec(spec).routing.shadow.compare  # type: ignore[union-attr]
+    assert compare is not None
+    assert (compare.fields, compare.ignore, compare.score) == (
+        ["/outputs/0/data"],
+        ["/id", "/a~1b~0c"],
+        "/outputs/1/data/1",
+    )
+    spec["routing"] = {
+        "provider": "GatewayAPI",
+        "gatewayAPI": {"httpRoute": "r"},
+        "shadow": spec["routing"]["shadow"],
+    }
+    with pytest.raises(ValidationError, match=r"shadow\.compare needs provider Router"):
         parse_spec(spec)

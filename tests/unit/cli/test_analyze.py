@@ -15,6 +15,8 @@ from statsmodels.stats.proportion import proportions_ztest
 from arbiter.cli import main
 
 START = 1_700_000_000
+# make_table's split; without it the equal split analyze assumes is a mismatch, which voids the verdicts.
+WEIGHTS = ("--expected-weights", "control=0.5,v2=0.25,v3=0.25")
 
 
 def make_table(rows: int = 30_000, seed: int = 0, lift: float = 0.03) -> pa.Table:
@@ -82,10 +84,10 @@ def test_every_format_gives_the_same_answer_as_statsmodels(tmp_path, capsys, fmt
 
 def test_a_real_effect_is_a_win_and_human_output_says_so(tmp_path, capsys):
     path = write(make_table(rows=40_000, lift=0.04), tmp_path / "log.parquet", "parquet")
-    out = analyze_json(capsys, path)
+    out = analyze_json(capsys, path, *WEIGHTS)
     v2 = next(row for row in out["comparisons"] if row["variant"] == "v2")
     assert v2["significant"] and v2["decision"] == "Win"
-    assert main(["analyze", path]) == 0
+    assert main(["analyze", path, *WEIGHTS]) == 0
     text = capsys.readouterr().out
     assert "WIN: significantly better than control" in text and "sample ratio" in text
 
@@ -100,14 +102,71 @@ def test_sample_ratio_mismatch_is_flagged(tmp_path, capsys):
         }
     )
     path = write(table, tmp_path / "srm.parquet", "parquet")
-    out = analyze_json(capsys, path, "--expected-weights", "v1=0.9,v2=0.1")
+    assert main(["analyze", path, "--expected-weights", "v1=0.9,v2=0.1", "--json"]) == 3
+    out = json.loads(capsys.readouterr().out)
     assert out["control"] == "v1" and out["srm"]["mismatch"] is True and out["srm"]["p_value"] < 0.001
+    assert out["valid"] is False and "sample ratio mismatch" in out["invalid_reason"]
+
+
+def test_a_sample_ratio_mismatch_voids_a_win_in_json_human_output_and_exit_code(tmp_path, capsys):
+    """Found by a new user: a mismatched split printed "WIN" and exited 0."""
+    path = write(make_table(rows=40_000, lift=0.04), tmp_path / "log.parquet", "parquet")
+    mismatched = ("--expected-weights", "control=0.34,v2=0.33,v3=0.33")  # the data are 50/25/25
+    assert main(["analyze", path, *mismatched, "--json"]) == 3
+    out = json.loads(capsys.readouterr().out)
+    v2 = next(row for row in out["comparisons"] if row["variant"] == "v2")
+    assert (v2["decision"], v2["decision_if_valid"], out["valid"]) == ("Invalid", "Win", False)
+    assert main(["analyze", path, *mismatched]) == 3
+    text = capsys.readouterr().out
+    assert "WIN" not in text and "INVALID (sample ratio mismatch; would read Win)" in text
+    assert "NO VALID VERDICT" in text
+
+
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`arbiter analyze ... | head -1` ended in a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = write(make_table(rows=3000), tmp_path / "log.parquet", "parquet")
+    arbiter = Path(sys.executable).with_name("arbiter")
+    result = subprocess.run(
+        f"'{arbiter}' analyze '{path}' {' '.join(WEIGHTS)} --segment-col timestamp | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert len(result.stdout.splitlines()) == 1
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr, result.stderr
+
+
+def test_a_segment_column_with_thousands_of_values_warns_and_shows_the_largest(tmp_path, capsys):
+    table = make_table(rows=6000)
+    path = write(table, tmp_path / "log.parquet", "parquet")
+    assert main(["analyze", path, *WEIGHTS, "--segment-col", "timestamp", "--max-segments", "5"]) == 0
+    captured = capsys.readouterr()
+    distinct = len(set(table["timestamp"].to_pylist()))
+    assert f"has {distinct:,} segments; showing the 5 largest" in captured.err
+    assert (
+        len([line for line in captured.out.splitlines() if line.startswith("  ")]) == 5 * 2
+    )  # x 2 challengers
+    out = analyze_json(capsys, path, *WEIGHTS, "--segment-col", "platform")
+    assert (out["segments"]["total"], out["segments"]["shown"], out["segments"]["truncated"]) == (2, 2, False)
 
 
 def test_mean_metric_segments_and_cohorts(tmp_path, capsys):
     path = write(make_table(rows=20_000), tmp_path / "log.parquet", "parquet")
     out = analyze_json(
-        capsys, path, "--outcome-col", "latency", "--segment-col", "platform", "--time-col", "timestamp"
+        capsys,
+        path,
+        *WEIGHTS,
+        "--outcome-col",
+        "latency",
+        "--segment-col",
+        "platform",
+        "--time-col",
+        "timestamp",
     )
     assert out["metric"] == "mean" and out["comparisons"][0]["test"] == "welch-t"
     segments = out["segments"]
@@ -136,7 +195,9 @@ def test_novelty_effect_is_detected_when_the_lift_fades(tmp_path, capsys):
 
 def test_sequential_replay_reports_where_it_would_have_stopped(tmp_path, capsys):
     path = write(make_table(rows=40_000, lift=0.05), tmp_path / "log.parquet", "parquet")
-    out = analyze_json(capsys, path, "--method", "sequential", "--time-col", "timestamp", "--looks", "10")
+    out = analyze_json(
+        capsys, path, *WEIGHTS, "--method", "sequential", "--time-col", "timestamp", "--looks", "10"
+    )
     v2 = next(row for row in out["comparisons"] if row["variant"] == "v2")
     assert v2["test"] == "msprt" and len(v2["looks"]) == 10
     assert v2["stopped_at_look"] is not None and 1 <= v2["stopped_at_look"] <= 10
@@ -168,8 +229,8 @@ def test_true_false_outcomes_count_as_conversions(tmp_path, capsys, fmt):
     """A logged boolean (``true``/``false`` in CSV) is a 0/1 outcome in every format."""
     table = make_table(rows=3000, seed=4)
     flags = table.set_column(1, "outcome", pa.array([bool(x) for x in table["outcome"].to_pylist()]))
-    numbers = analyze_json(capsys, write(table, tmp_path / f"n.{fmt}", fmt))
-    booleans = analyze_json(capsys, write(flags, tmp_path / f"b.{fmt}", fmt))
+    numbers = analyze_json(capsys, write(table, tmp_path / f"n.{fmt}", fmt), *WEIGHTS)
+    booleans = analyze_json(capsys, write(flags, tmp_path / f"b.{fmt}", fmt), *WEIGHTS)
     assert booleans["metric"] == "proportion"
     assert booleans["comparisons"] == numbers["comparisons"]
 

@@ -84,3 +84,16 @@ def test_bad_input_is_one_line_and_non_zero(capsys, argv, message):
     assert main(["plan", *argv]) != 0
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_an_uneven_split_names_the_smaller_arm_not_each_variant(capsys):
+    """`--allocation 0.05` printed "per variant" for what is the smaller arm's size."""
+    assert main(["plan", "--baseline", "0.15", "--mde", "0.10", "--allocation", "0.05"]) == 0
+    text = capsys.readouterr().out
+    expected = sample_size_proportion(0.15, 0.10, allocation=0.05)
+    by_variant = expected.sample_size_by_variant
+    assert "per variant" not in text.split("fixed horizon:")[1].splitlines()[0]
+    assert f"{expected.sample_size_per_variant:,} in the smaller arm (challenger)" in text
+    assert f"control {by_variant['control']:,}, challenger {by_variant['treatment']:,}" in text
+    assert main(["plan", "--baseline", "0.15", "--mde", "0.10"]) == 0
+    assert "per variant" in capsys.readouterr().out

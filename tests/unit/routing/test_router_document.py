@@ -74,3 +74,17 @@ def test_service_port_prefers_http() -> None:
     assert service_port({"spec": {"ports": [{"port": 9000}]}}) == 9000
     with pytest.raises(InvalidTargetError, match="no ports"):
         service_port({"metadata": {"name": "s"}, "spec": {"ports": []}})
+
+
+def test_the_specs_compare_rules_replace_the_humans_and_none_keeps_them() -> None:
+    human = ShadowCompare(numeric_tolerance=0.01)
+    current = build_config("exp", "v1", URLS, {"v1": 100}, Mirror("v2", 100), None, 1.0)
+    current = current.model_copy(update={"shadow": current.shadow.model_copy(update={"compare": human})})  # type: ignore[union-attr]
+    rules = ShadowCompare(fields=("/outputs/0/data",), ignore=("/id",), score="/outputs/1/data/1")
+    config = build_config(
+        "exp", "v1", URLS, {"v1": 100}, Mirror("v2", 100), None, 1.0, current, compare=rules
+    )
+    assert config.shadow is not None and config.shadow.compare == rules
+    assert parse_routes_yaml(config.to_yaml()) == config
+    kept = build_config("exp", "v1", URLS, {"v1": 100}, Mirror("v2", 100), None, 1.0, current)
+    assert kept.shadow is not None and kept.shadow.compare == human
