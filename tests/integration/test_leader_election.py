@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from arbiter_fixtures import ROOT, OperatorProcess, experiment_docs
+from arbiter_fixtures import (
+    ROOT,
+    OperatorProcess,
+    experiment_docs,
+    forbidden_requests,
+    install_operator_identity,
+)
+from chart_support import identity_docs, render
 from helpers import wait_for
 
 LEASE = "arbiter-operator"
@@ -30,13 +37,13 @@ SLACK = 10.0
 CANARY = ROOT / "examples" / "canary.yaml"
 
 
-def candidate(cluster: Any, namespace: str, identity: str, tmp_path: Path) -> OperatorProcess:
+def candidate(kubeconfig: str, namespace: str, identity: str, tmp_path: Path) -> OperatorProcess:
     env = {
         "ARBITER_LEADER_ELECTION": "true",
         "ARBITER_LEADER_ELECTION_NAMESPACE": namespace,
         "ARBITER_LEADER_ELECTION_IDENTITY": identity,
     }
-    return OperatorProcess(cluster.kubeconfig, tmp_path / f"{identity}.log", env=env).start()
+    return OperatorProcess(kubeconfig, tmp_path / f"{identity}.log", env=env).start()
 
 
 def lease(kube_api: Any, namespace: str) -> dict[str, Any] | None:
@@ -102,10 +109,16 @@ def acted(process: OperatorProcess) -> bool:
 
 @pytest.fixture
 def candidates(cluster: Any, arbiter_crd: str, namespace: str, tmp_path: Path) -> Any:
+    """Replicas that run as the chart's operator ServiceAccount of a `replicas=2` release in ``namespace``
+    (release name = the Lease's name), so the chart's Lease RBAC is what lets them elect a leader."""
+    rendering = render(cluster.bin_dir, release=LEASE, namespace=namespace, settings=("replicas=2",))
+    identity = install_operator_identity(
+        cluster, tmp_path, namespace=namespace, docs=identity_docs(rendering)
+    )
     started: list[OperatorProcess] = []
 
-    def start(identity: str) -> OperatorProcess:
-        process = candidate(cluster, namespace, identity, tmp_path)
+    def start(name: str) -> OperatorProcess:
+        process = candidate(identity.kubeconfig, namespace, name, tmp_path)
         started.append(process)
         return process
 
@@ -114,6 +127,8 @@ def candidates(cluster: Any, arbiter_crd: str, namespace: str, tmp_path: Path) -
         process.stop()
     for process in started:
         print(f"\n--- {process.log_path.name} ---\n{process.log()[-3000:]}")
+    refused = [line for process in started for line in forbidden_requests(process.log())]
+    assert not refused, "the chart's RBAC refused a request of a replica:\n" + "\n".join(refused[:10])
 
 
 def test_one_leads_the_other_waits_and_takes_over_when_the_leader_is_killed(
