@@ -11,14 +11,19 @@ from arbiter.api import GROUP, PLURAL, VERSION
 from arbiter.k8s.config import api_client
 
 
-def replace_status(namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-    """Replace the whole status of one ModelExperiment (a JSON patch) and return the stored object.
+def replace_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+    """Replace the whole status of one ModelExperiment (a JSON patch).
 
     A merge patch cannot remove keys nested in maps the engine rewrites (e.g. counters after a
-    retry), so the status is written whole: it is the engine's complete state.
+    retry), so the status is written whole: it is the engine's complete state. The stored object the
+    API server answers with is not decoded (the watch delivers it anyway; decoding it was a sixth of
+    the operator's CPU per tick).
+
+    Raises:
+        ApiException: the API server refused the patch.
     """
     api = client.CustomObjectsApi(api_client())
-    result = api.patch_namespaced_custom_object_status(
+    response: Any = api.patch_namespaced_custom_object_status(
         GROUP,
         VERSION,
         namespace,
@@ -26,8 +31,9 @@ def replace_status(namespace: str, name: str, status: dict[str, Any]) -> dict[st
         name,
         [{"op": "add", "path": "/status", "value": status}],
         _content_type="application/json-patch+json",
+        _preload_content=False,
     )
-    return cast(dict[str, Any], result)
+    response.read()
 
 
 def get_experiment(namespace: str, name: str) -> dict[str, Any] | None:
