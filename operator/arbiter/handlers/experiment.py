@@ -118,9 +118,12 @@ async def experiment_loop(
     wakeup = _wakeup(memo)
     # Kopf passes every index as a keyword named after its function (arbiter.handlers.workloads).
     known = Workloads(indexes["deployment_replicas"], indexes["service_names"])
+    planned: float | None = None
     while not stopped:
-        wakeup.clear()
         started = time.monotonic()
+        if planned is not None and not wakeup.is_set():
+            telemetry.TICK_LATENESS.observe(max(0.0, started - planned))
+        wakeup.clear()
         try:
             delay = await tick(namespace or "", name, body, logger, known, memo)
         except Exception as exc:  # never let one bad object kill its loop: log, back off, retry
@@ -131,6 +134,7 @@ async def experiment_loop(
         if delay is None:
             telemetry.record_phase(namespace or "", name, None)
             return
+        planned = started + delay
         waiter = asyncio.ensure_future(wakeup.wait())
         stopper = asyncio.ensure_future(stopped.wait())
         try:
