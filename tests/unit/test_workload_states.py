@@ -42,7 +42,7 @@ def test_missing_and_unready_objects_are_named() -> None:
     assert v2.problems == ("Deployment fraud-v2 not found", "Service fraud-v2 not found")
 
 
-def test_a_readiness_change_wakes_the_experiments_naming_the_object() -> None:
+def test_an_object_that_appears_or_goes_away_wakes_the_experiments_naming_it() -> None:
     import asyncio
 
     from arbiter.handlers import workloads
@@ -53,9 +53,12 @@ def test_a_readiness_change_wakes_the_experiments_naming_the_object() -> None:
     workloads._observe(deployment, True, initial=True)  # the initial listing wakes nobody
     workloads._observe(("Service", "wake", "fraud-v1"), True, initial=True)
     assert not wakeup.is_set()
-    workloads._observe(deployment, True, initial=False)  # status churn, still ready
+    workloads._observe(deployment, True, initial=False)  # modified (replicas, readiness): no wake-up
     assert not wakeup.is_set()
-    workloads._observe(deployment, False, initial=False)  # became unready
+    workloads._observe(deployment, None, initial=False)  # deleted
+    assert wakeup.is_set()
+    wakeup.clear()
+    workloads._observe(deployment, True, initial=False)  # created again
     assert wakeup.is_set()
     wakeup.clear()
     workloads._observe(("Service", "wake", "fraud-v1"), None, initial=False)  # deleted

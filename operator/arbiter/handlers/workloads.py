@@ -6,9 +6,10 @@ experiment costs no API request however many experiments run. Kopf starts the ha
 the indexes hold the initial listing, so a missing key means the object really does not exist (or
 has not been seen yet, which the next tick corrects).
 
-A Deployment or Service that appears, disappears or becomes (un)ready wakes the loops of the
-experiments naming it (:func:`wake_on_change`), so they react at once rather than at their next tick;
-status-only churn that leaves readiness as it was wakes nobody.
+A Deployment or Service that appears or disappears wakes the loops of the experiments naming it
+(:func:`wake_on_change`), so they react at once rather than at their next tick. Readiness changes do
+not wake anyone: the Replicas provider changes replica counts itself at every step, and a tick woken
+by each Pod becoming ready would judge a rollout in the middle of its own scaling.
 """
 
 from __future__ import annotations
@@ -47,12 +48,12 @@ def service_names(namespace: str | None, name: str, **_: Any) -> dict[tuple[str,
 # (kind, namespace, name) -> the wake-up events of the experiment loops that name the object. Weak, so a
 # finished loop's event (held by its Kopf memo) goes away with it.
 _watchers: dict[tuple[str, str, str], weakref.WeakSet[asyncio.Event]] = {}
-# (kind, namespace, name) -> its readiness (Deployments) or True (Services) when last seen.
+# (kind, namespace, name) of the objects seen to exist.
 _seen: dict[tuple[str, str, str], bool] = {}
 
 
 def wake_on_change(namespace: str, variants: list[Variant], wakeup: asyncio.Event) -> None:
-    """Set ``wakeup`` whenever one of these variants' Deployments or Services changes readiness."""
+    """Set ``wakeup`` whenever one of these variants' Deployments or Services appears or goes away."""
     for variant in variants:
         keys = [("Deployment", namespace, variant.deployment)]
         if variant.service is not None:
@@ -73,13 +74,9 @@ def _observe(key: tuple[str, str, str], state: bool | None, initial: bool) -> No
 
 
 @kopf.on.event("apps", "v1", "deployments")
-async def deployment_changed(
-    type: str | None, namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
-) -> None:
-    """Wake the experiments whose Deployment appeared, went away, or became (un)ready."""
-    wanted, ready = _replicas(spec, status)
-    state = None if type == "DELETED" else (wanted == 0 or ready >= wanted)
-    _observe(("Deployment", namespace or "", name), state, initial=type is None)
+async def deployment_changed(type: str | None, namespace: str | None, name: str, **_: Any) -> None:
+    """Wake the experiments whose Deployment appeared or went away."""
+    _observe(("Deployment", namespace or "", name), None if type == "DELETED" else True, initial=type is None)
 
 
 @kopf.on.event("v1", "services")
