@@ -152,8 +152,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
 
-def peak_rss_mb(pid: int) -> float:
-    match = re.search(r"VmHWM:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+def rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """The peak (VmHWM) or current (VmRSS) resident set of a process, in MiB."""
+    match = re.search(rf"{field}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
     return int(match.group(1)) / 1024 if match else float("nan")
 
 
@@ -362,7 +363,8 @@ def run_one(
         cpu_after = cpu_seconds(pid)
         window_end = time.time()
         requests_after = api_requests(cluster)
-        rss = peak_rss_mb(pid)
+        rss = rss_mb(pid)
+        rss_now = rss_mb(pid, "VmRSS")
         final_phases = phases(api, namespaces)
     finally:
         operator.stop()
@@ -399,6 +401,7 @@ def run_one(
         "cpu_s_per_tick": round((cpu_after - cpu_before) / tick_count, 5) if tick_count else None,
         "cpu_share_of_one_core": round((cpu_after - cpu_before) / (window_end - window_start), 3),
         "peak_rss_mb": round(rss, 1),
+        "rss_mb_at_end": round(rss_now, 1),
         "api_requests_per_tick": round(requests / tick_count, 3) if tick_count else None,
         "api_requests_by_kind": {k: int(v) for k, v in deltas.items()},
         "prometheus_queries_per_tick": round(sum(sum(v) for v in by_variants.values()) / tick_count, 3)

@@ -40,3 +40,29 @@ def test_missing_and_unready_objects_are_named() -> None:
     v1, v2 = workload_states("ml", [V1, V2], deployments, services)
     assert v1.problems == ("Deployment fraud-v1 has 1/3 ready replicas",)
     assert v2.problems == ("Deployment fraud-v2 not found", "Service fraud-v2 not found")
+
+
+def test_an_object_that_appears_or_goes_away_wakes_the_experiments_naming_it() -> None:
+    import asyncio
+
+    from arbiter.handlers import workloads
+
+    wakeup = asyncio.Event()
+    workloads.wake_on_change("wake", [V1], wakeup)
+    deployment = ("Deployment", "wake", "fraud-v1")
+    workloads._observe(deployment, True, initial=True)  # the initial listing wakes nobody
+    workloads._observe(("Service", "wake", "fraud-v1"), True, initial=True)
+    assert not wakeup.is_set()
+    workloads._observe(deployment, True, initial=False)  # modified (replicas, readiness): no wake-up
+    assert not wakeup.is_set()
+    workloads._observe(deployment, None, initial=False)  # deleted
+    assert wakeup.is_set()
+    wakeup.clear()
+    workloads._observe(deployment, True, initial=False)  # created again
+    assert wakeup.is_set()
+    wakeup.clear()
+    workloads._observe(("Service", "wake", "fraud-v1"), None, initial=False)  # deleted
+    assert wakeup.is_set()
+    wakeup.clear()
+    workloads._observe(("Service", "wake", "other"), None, initial=False)  # not ours
+    assert not wakeup.is_set()

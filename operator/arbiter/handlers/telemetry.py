@@ -33,6 +33,12 @@ TICK_SECONDS = Histogram(
     "Time to read metrics, decide, route and write status for one experiment tick.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+TICK_LATENESS = Histogram(
+    "arbiter_tick_lateness_seconds",
+    "How much later than planned a scheduled tick started (ticks started by a wake-up are not counted). "
+    "A replica that holds more experiments than it can tick on time shows here first.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
 QUERY_ERRORS = Counter("arbiter_query_errors", "Metric queries that failed, per tick and query.")
 ROUTING_ERRORS = Counter(
     "arbiter_routing_errors", "Failed attempts to route traffic, by provider.", ["provider"]

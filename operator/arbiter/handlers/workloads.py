@@ -5,10 +5,17 @@ which Services exist. Every experiment's tick checks its variants against them, 
 experiment costs no API request however many experiments run. Kopf starts the handlers only after
 the indexes hold the initial listing, so a missing key means the object really does not exist (or
 has not been seen yet, which the next tick corrects).
+
+A Deployment or Service that appears or disappears wakes the loops of the experiments naming it
+(:func:`wake_on_change`), so they react at once rather than at their next tick. Readiness changes do
+not wake anyone: the Replicas provider changes replica counts itself at every step, and a tick woken
+by each Pod becoming ready would judge a rollout in the middle of its own scaling.
 """
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,15 +30,59 @@ def deployment_replicas(
     namespace: str | None, name: str, spec: kopf.Spec, status: kopf.Status, **_: Any
 ) -> dict[tuple[str, str], tuple[int, int]]:
     """(namespace, name) -> (wanted replicas, ready replicas) of every Deployment in scope."""
+    return {(namespace or "", name): _replicas(spec, status)}
+
+
+def _replicas(spec: Mapping[str, Any], status: Mapping[str, Any]) -> tuple[int, int]:
+    """A Deployment's wanted replicas (1 when unset, the API server's default) and ready replicas."""
     wanted = spec.get("replicas")
-    ready = status.get("readyReplicas") or 0
-    return {(namespace or "", name): (1 if wanted is None else int(wanted), int(ready))}
+    return (1 if wanted is None else int(wanted)), int(status.get("readyReplicas") or 0)
 
 
 @kopf.index("v1", "services")
 def service_names(namespace: str | None, name: str, **_: Any) -> dict[tuple[str, str], bool]:
     """(namespace, name) of every Service in scope."""
     return {(namespace or "", name): True}
+
+
+# (kind, namespace, name) -> the wake-up events of the experiment loops that name the object. Weak, so a
+# finished loop's event (held by its Kopf memo) goes away with it.
+_watchers: dict[tuple[str, str, str], weakref.WeakSet[asyncio.Event]] = {}
+# (kind, namespace, name) of the objects seen to exist.
+_seen: dict[tuple[str, str, str], bool] = {}
+
+
+def wake_on_change(namespace: str, variants: list[Variant], wakeup: asyncio.Event) -> None:
+    """Set ``wakeup`` whenever one of these variants' Deployments or Services appears or goes away."""
+    for variant in variants:
+        keys = [("Deployment", namespace, variant.deployment)]
+        if variant.service is not None:
+            keys.append(("Service", namespace, variant.service))
+        for key in keys:
+            _watchers.setdefault(key, weakref.WeakSet()).add(wakeup)
+
+
+def _observe(key: tuple[str, str, str], state: bool | None, initial: bool) -> None:
+    """Record an object's state (None: deleted) and wake its watchers if it changed."""
+    before = _seen.pop(key, None) if state is None else _seen.get(key)
+    if state is not None:
+        _seen[key] = state
+    if initial or before == state:
+        return
+    for wakeup in list(_watchers.get(key, ())):
+        wakeup.set()
+
+
+@kopf.on.event("apps", "v1", "deployments")
+async def deployment_changed(type: str | None, namespace: str | None, name: str, **_: Any) -> None:
+    """Wake the experiments whose Deployment appeared or went away."""
+    _observe(("Deployment", namespace or "", name), None if type == "DELETED" else True, initial=type is None)
+
+
+@kopf.on.event("v1", "services")
+async def service_changed(type: str | None, namespace: str | None, name: str, **_: Any) -> None:
+    """Wake the experiments whose Service appeared or went away."""
+    _observe(("Service", namespace or "", name), None if type == "DELETED" else True, initial=type is None)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 from kubernetes import client, config
 
 #: Connections kept open to the API server; more concurrent callers wait for a free one.
-POOL_SIZE = int(os.environ.get("ARBITER_KUBE_POOL_SIZE", "32"))
+POOL_SIZE = int(os.environ.get("ARBITER_KUBE_POOL_SIZE", "16"))
 
 _lock = threading.Lock()
 _loaded = False

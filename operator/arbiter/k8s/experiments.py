@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -20,10 +21,12 @@ class StaleStatusError(Exception):
 def replace_status(
     namespace: str, name: str, status: dict[str, Any], *, resource_version: str | None = None
 ) -> dict[str, Any]:
-    """Replace the whole status of one ModelExperiment and return the stored object.
+    """Replace the whole status of one ModelExperiment and return the stored object (as plain JSON).
 
     The status is written whole (it is the engine's complete state; a merge patch could not remove
-    keys nested in maps the engine rewrites, e.g. counters after a retry).
+    keys nested in maps the engine rewrites, e.g. counters after a retry). The answer is decoded with
+    ``json`` rather than the client's model deserialisation, which was a sixth of the operator's CPU
+    per tick.
 
     Args:
         namespace: the experiment's namespace.
@@ -41,7 +44,7 @@ def replace_status(
     fence(f"status of ModelExperiment {namespace}/{name}")
     api = client.CustomObjectsApi(api_client())
     if resource_version is None:
-        patched = api.patch_namespaced_custom_object_status(
+        response: Any = api.patch_namespaced_custom_object_status(
             GROUP,
             VERSION,
             namespace,
@@ -49,8 +52,9 @@ def replace_status(
             name,
             [{"op": "add", "path": "/status", "value": status}],
             _content_type="application/json-patch+json",
+            _preload_content=False,
         )
-        return cast(dict[str, Any], patched)
+        return cast(dict[str, Any], json.loads(response.read()))
     # Only the status stanza of a /status PUT is stored; spec and metadata come from the stored object.
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -59,14 +63,16 @@ def replace_status(
         "status": status,
     }
     try:
-        replaced = api.replace_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name, body)
+        response = api.replace_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, body, _preload_content=False
+        )
     except ApiException as exc:
         if exc.status == 409:
             raise StaleStatusError(
                 f"ModelExperiment {namespace}/{name} changed since resourceVersion {resource_version}"
             ) from exc
         raise
-    return cast(dict[str, Any], replaced)
+    return cast(dict[str, Any], json.loads(response.read()))
 
 
 def get_experiment(namespace: str, name: str) -> dict[str, Any] | None:

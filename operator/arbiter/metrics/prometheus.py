@@ -9,6 +9,7 @@ query is an ERROR now, and the next tick asks again.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import math
 import re
@@ -32,7 +33,7 @@ from arbiter.metrics.template import VARIANT_LABEL, QueryStrategy, plan_queries
 __all__ = ["PrometheusProvider"]
 
 #: Connections kept open per Prometheus server (at least the operator's worker threads).
-POOL_SIZE = 32
+POOL_SIZE = 16
 _STATUS_MESSAGE = re.compile(r"HTTP Status Code (\d+) \((.*)\)", re.DOTALL)
 # After these, the rest of the same call would only wait for the same dead server (or be refused again).
 _TRANSPORT_ERRORS = frozenset({ErrorKind.UNREACHABLE, ErrorKind.TIMEOUT, ErrorKind.UNAUTHORIZED})
@@ -171,6 +172,10 @@ class PrometheusProvider:
         # keeps enough connections for every worker thread querying at once.
         session = requests.Session()
         session.verify = verify
+        # requests re-reads proxy variables and ~/.netrc on every request when trust_env is on; resolve
+        # the proxies for this URL once instead (HTTP(S)_PROXY and NO_PROXY still apply).
+        session.proxies = requests.utils.get_environ_proxies(self.url)
+        session.trust_env = False
         session.mount(
             self.url + "/", HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=POOL_SIZE)
         )
@@ -273,8 +278,12 @@ class PrometheusProvider:
         return self.query("vector(1)").is_value
 
     def plan(self, template: str, context: QueryContext, variants: Sequence[str]) -> QueryStrategy:
-        """How :meth:`query_per_variant` would answer this template (for status and debugging)."""
-        return plan_queries(template, context, variants, by_variant=self.by_variant)
+        """How :meth:`query_per_variant` would answer this template (for status and debugging).
+
+        Plans depend only on the template, experiment, namespace and variants, never on the time, so
+        they are computed once and reused every tick.
+        """
+        return _cached_plan(template, context.experiment, context.namespace, tuple(variants), self.by_variant)
 
     def query_per_variant(
         self, template: str, context: QueryContext, variants: Sequence[str]
@@ -385,6 +394,13 @@ class PrometheusProvider:
             else:
                 observations[variant] = QueryResult.of(value, query=query, path=path)
         return observations
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_plan(
+    template: str, experiment: str, namespace: str, variants: tuple[str, ...], by_variant: bool
+) -> QueryStrategy:
+    return plan_queries(template, QueryContext(experiment, namespace), variants, by_variant=by_variant)
 
 
 def _cause(exc: BaseException) -> str:

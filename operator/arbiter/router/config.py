@@ -340,6 +340,9 @@ def parse_routes_data(data: Any) -> RouterConfig:
         raise RouterConfigError(_format_validation_error(exc)) from None
 
 
+_SAFE_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def parse_routes_yaml(text: str) -> RouterConfig:
     """Parse and validate `routes.yaml` text.
 
@@ -347,7 +350,9 @@ def parse_routes_yaml(text: str) -> RouterConfig:
         RouterConfigError: when the text is not YAML or not a valid router configuration.
     """
     try:
-        data = yaml.safe_load(text)
+        # libyaml's safe loader when built in: the operator reads routes.yaml at every tick (to verify
+        # the route), and the pure-Python loader costs ~10x more CPU (~0.8 ms for a small document).
+        data = yaml.load(text, Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise RouterConfigError(f"not valid YAML: {exc}") from None
     except ValueError as exc:
