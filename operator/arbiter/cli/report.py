@@ -186,6 +186,24 @@ def plain_decision(body: Mapping[str, Any]) -> str:
     return words.get(str(phase), f"The experiment is {phase}.")
 
 
+def time_unit(span: float) -> tuple[float, str]:
+    """Seconds per unit of the time axis and its name: seconds for a short run, hours for a long one."""
+    if span <= 300:
+        return 1.0, "seconds"
+    if span <= 5 * 3600:
+        return 60.0, "minutes"
+    return 3600.0, "hours"
+
+
+#: Matplotlib's default colours, given to variants in order (the champion first) so that one variant
+#: has one colour in every chart.
+_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+
+
+def _palette(variants: Sequence[str]) -> dict[str, str]:
+    return {v: _COLOURS[i % len(_COLOURS)] for i, v in enumerate(variants)}
+
+
 def _svg(figure: Any) -> str:
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg", metadata={"Date": None}, bbox_inches="tight")
@@ -213,9 +231,17 @@ def render_chart(
     import matplotlib.pyplot as plt
 
     origin = float(marks["origin"])
+    unit_seconds, unit_name = time_unit(marks.get("span", 3600.0))
+    palette = _palette(marks.get("variants") or [])
+
+    def x(at: float) -> float:
+        return (at - origin) / unit_seconds
 
     def xs(series: RangeSeries) -> list[float]:
-        return [(t - origin) / 60 for t, _ in series.points]
+        return [x(t) for t, _ in series.points]
+
+    def color(series: RangeSeries) -> str | None:
+        return palette.get(series.labels.get("variant", ""))
 
     def ys(series: RangeSeries) -> list[float]:
         return [v for _, v in series.points]
@@ -224,7 +250,9 @@ def render_chart(
     try:
         if chart.key == "weights":
             for s in data["weight"]:
-                axes.step(xs(s), [v * 100 for v in ys(s)], where="post", label=_label(s, "variant"))
+                axes.step(
+                    xs(s), [v * 100 for v in ys(s)], where="post", label=_label(s, "variant"), color=color(s)
+                )
             axes.set_ylabel("% of traffic")
             axes.set_ylim(-5, 105)
             for step_series in data.get("step") or []:
@@ -232,7 +260,7 @@ def render_chart(
                 for t, v in step_series.points:
                     if previous is not None and v != previous:
                         axes.axvline(
-                            (t - origin) / 60,
+                            x(t),
                             color="#555555",
                             linestyle=":",
                             linewidth=1.5,
@@ -241,20 +269,20 @@ def render_chart(
                     previous = v
         elif chart.key == "outcome":
             for s in data["value"]:
-                axes.plot(xs(s), ys(s), label=_label(s, "variant"))
+                axes.plot(xs(s), ys(s), label=_label(s, "variant"), color=color(s))
             axes.set_ylabel(next(iter(data["value"])).labels.get("metric", "value"))
         elif chart.key == "lift":
             lowers = {s.labels.get("variant"): s for s in data.get("lower") or []}
             uppers = {s.labels.get("variant"): s for s in data.get("upper") or []}
             for s in data["difference"]:
                 variant = s.labels.get("variant")
-                (line,) = axes.plot(xs(s), ys(s), label=f"{variant} minus champion")
+                (line,) = axes.plot(xs(s), ys(s), label=f"{variant} minus champion", color=color(s))
                 low, high = lowers.get(variant), uppers.get(variant)
                 if low is not None and high is not None:
                     highs = dict(high.points)
                     both = [(t, v, highs[t]) for t, v in low.points if t in highs]
                     axes.fill_between(
-                        [(t - origin) / 60 for t, _, _ in both],
+                        [x(t) for t, _, _ in both],
                         [lo for _, lo, _ in both],
                         [hi for _, _, hi in both],
                         color=line.get_color(),
@@ -265,7 +293,12 @@ def render_chart(
             axes.set_ylabel("difference")
         elif chart.key == "pvalue":
             for s in data["p"]:
-                axes.plot(xs(s), [max(v, 1e-12) for v in ys(s)], label=f"p-value {_label(s, 'variant')}")
+                axes.plot(
+                    xs(s),
+                    [max(v, 1e-12) for v in ys(s)],
+                    label=f"p-value {_label(s, 'variant')}",
+                    color=color(s),
+                )
             alphas = [v for s in data.get("alpha") or [] for v in ys(s)]
             if alphas:
                 axes.axhline(alphas[-1], color="red", linestyle="--", label=f"alpha {alphas[-1]:g}")
@@ -293,12 +326,12 @@ def render_chart(
             axes.set_yscale("log")
         elif chart.key == "shadow":
             for s in data["agreement"]:
-                axes.plot(xs(s), [v * 100 for v in ys(s)], label=_label(s, "variant"))
+                axes.plot(xs(s), [v * 100 for v in ys(s)], label=_label(s, "variant"), color=color(s))
             axes.set_ylabel("% agreeing")
         decided = marks.get("decision")
         if decided is not None:
-            axes.axvline((float(decided) - origin) / 60, color="black", linewidth=1.5, label="decision")
-        axes.set_xlabel("minutes since the start")
+            axes.axvline(x(float(decided)), color="black", linewidth=1.5, label="decision")
+        axes.set_xlabel(f"{unit_name} since the start")
         axes.grid(True, alpha=0.3)
         handles, labels = axes.get_legend_handles_labels()
         unique = dict(zip(labels, handles, strict=False))
@@ -345,8 +378,15 @@ def build_html(
     namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
     decision = status.get("decision") or {}
     esc = html.escape
-    start, _ = lifetime(body, generated_at)
-    marks: dict[str, Any] = {"origin": start + MARGIN_SECONDS, "decision": None}
+    start, end = lifetime(body, generated_at)
+    variants = [str((spec.get("champion") or {}).get("name", ""))]
+    variants += [str(c.get("name")) for c in spec.get("challengers") or []]
+    marks: dict[str, Any] = {
+        "origin": start + MARGIN_SECONDS,
+        "decision": None,
+        "span": end - start,
+        "variants": variants,
+    }
     if status.get("phase") in ("Promoted", "RolledBack", "Concluded"):
         marks["decision"] = _timestamp(decision.get("time"))
     parts = [

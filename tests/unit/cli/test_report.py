@@ -212,3 +212,19 @@ def test_lifetime_runs_from_the_start_to_the_decision() -> None:
     start, end = report.lifetime(BODY, now=DECIDED + 3600)
     assert start == START - report.MARGIN_SECONDS and end == DECIDED + report.MARGIN_SECONDS
     assert step_for(start, end) == pytest.approx((end - start) / 400)
+
+
+def test_the_time_axis_uses_a_unit_that_fits_the_run() -> None:
+    assert report.time_unit(45) == (1.0, "seconds")
+    assert report.time_unit(1800) == (60.0, "minutes")
+    assert report.time_unit(86400) == (3600.0, "hours")
+
+
+def test_a_variant_has_the_same_colour_in_every_chart() -> None:
+    document = report.build_html(BODY, synthetic(), generated_at=DECIDED + 60)
+    champion, challenger = report._palette(["v1", "v2"]).values()
+    for section in ("weights", "outcome"):
+        block = document.split(f'id="chart-{section}"', 1)[1].split("</section>", 1)[0]
+        assert champion in block and challenger in block, section
+    lift = document.split('id="chart-lift"', 1)[1].split("</section>", 1)[0]
+    assert challenger in lift and champion not in lift
