@@ -64,6 +64,15 @@ def experiment_from_example(env: RolloutEnv) -> dict[str, Any]:
     return experiment
 
 
+def report_artifacts(body: dict[str, Any], prometheus_url: str) -> None:
+    """Write .demo/report.html, its screenshot and .demo/result.json, and say where they are."""
+    from arbiter.cli.report import write_demo_artifacts
+
+    paths = write_demo_artifacts(body, ROOT / ".demo", prometheus_url, scenario="canary")
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+
+
 def line(status: dict[str, Any]) -> str:
     weights = ", ".join(f"{v} {w}%" for v, w in (status.get("weights") or {}).items())
     decision = status.get("decision") or {}
@@ -129,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         say("starting the operator (arbiter run)")
         operator.start().wait_ready()
+        # Prometheus also scrapes the operator: the report draws its per-experiment series.
+        prometheus.add_target("arbiter-operator", [operator.metrics_url.split("/")[2]], scrape_interval="1s")
         say("starting two model servers, their Deployments and Services, and arbiter router")
         env.start()
         experiment = experiment_from_example(env)
@@ -165,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{result.get('treatmentValue')}, lift {result.get('relativeLift')}, p = {result.get('pValue')}"
             )
         print()
+        report_artifacts(body, prometheus.url)
         print(f"Inspect it: KUBECONFIG={cluster.kubeconfig} kubectl get mexp -n {NAMESPACE} -o yaml")
         print("Stop the control plane: make cluster-down")
         return 0 if status.get("phase") in TERMINAL else 1

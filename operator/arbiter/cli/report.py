@@ -379,8 +379,7 @@ def build_html(
     decision = status.get("decision") or {}
     esc = html.escape
     start, end = lifetime(body, generated_at)
-    variants = [str((spec.get("champion") or {}).get("name", ""))]
-    variants += [str(c.get("name")) for c in spec.get("challengers") or []]
+    variants = _variant_names(body)
     marks: dict[str, Any] = {
         "origin": start + MARGIN_SECONDS,
         "decision": None,
@@ -537,15 +536,22 @@ def write_demo_artifacts(
     *,
     scenario: str,
     rollback_seconds: float | None = None,
+    take_screenshot: bool = True,
 ) -> dict[str, Path]:
-    """What `make demo` leaves behind: report.html, report.png (when Chromium is installed), result.json."""
+    """What `make demo` leaves behind: report.html, report.png (when Chromium is installed), result.json.
+
+    ``steps_completed`` counts the steps the rollout went through: the current step's index, plus the
+    last one when it was promoted (a rollback at the first step completed none).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     report = directory / "report.html"
     write_report(body, report, prometheus_url)
     paths = {"report": report}
     png = directory / "report.png"
-    if screenshot(report, png):
+    if take_screenshot and screenshot(report, png):
         paths["screenshot"] = png
+    from arbiter.api.status_view import samples
+
     status = body.get("status") or {}
     decision = status.get("decision") or {}
     started = _timestamp(status.get("startedAt"))
@@ -555,14 +561,27 @@ def write_demo_artifacts(
         "phase": status.get("phase"),
         "decision": decision.get("outcome"),
         "reason": decision.get("reason"),
-        "steps_completed": status.get("currentStep"),
+        "steps_completed": _steps_completed(status),
         "duration_seconds": round(decided - started, 1) if started and decided else None,
         "rollback_seconds": rollback_seconds,
-        "samples": status.get("samples") or {},
+        "samples": samples(status, _variant_names(body)),
     }
     paths["result"] = directory / "result.json"
     paths["result"].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return paths
+
+
+def _steps_completed(status: Mapping[str, Any]) -> int | None:
+    step = status.get("currentStep")
+    if not isinstance(step, int):
+        return None
+    return step + 1 if status.get("phase") == "Promoted" else step
+
+
+def _variant_names(body: Mapping[str, Any]) -> list[str]:
+    spec = body.get("spec") or {}
+    names = [str((spec.get("champion") or {}).get("name", ""))]
+    return names + [str(c.get("name")) for c in spec.get("challengers") or []]
 
 
 def chromium() -> str | None:

@@ -228,3 +228,23 @@ def test_a_variant_has_the_same_colour_in_every_chart() -> None:
         assert champion in block and challenger in block, section
     lift = document.split('id="chart-lift"', 1)[1].split("</section>", 1)[0]
     assert challenger in lift and champion not in lift
+
+
+def test_the_demo_artifacts_say_how_the_experiment_ended(tmp_path: Path) -> None:
+    import json
+
+    paths = report.write_demo_artifacts(
+        BODY, tmp_path / ".demo", None, scenario="canary", take_screenshot=False
+    )
+    assert paths["report"].read_text().startswith("<!DOCTYPE html>")
+    result = json.loads(paths["result"].read_text())
+    assert result == {
+        "scenario": "canary",
+        "phase": "Promoted",
+        "decision": "Promote",
+        "reason": "v2 wins on conversion: +28.7% (p=0.0004 < 0.05)",
+        "steps_completed": 2,
+        "duration_seconds": 600.0,
+        "rollback_seconds": None,
+        "samples": {"v1": 4000, "v2": 2000},
+    }
