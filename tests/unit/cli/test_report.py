@@ -248,3 +248,28 @@ def test_the_demo_artifacts_say_how_the_experiment_ended(tmp_path: Path) -> None
         "rollback_seconds": None,
         "samples": {"v1": 4000, "v2": 2000},
     }
+
+
+def test_arbiter_report_against_an_unreachable_api_server_is_one_line(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        'clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]\n'
+        "users: [{name: u, user: {token: abc}}]\n"
+        "contexts: [{name: x, context: {cluster: c, user: u, namespace: ml}}]\n"
+        "current-context: x\n"
+    )
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("arbiter")), "report", "x", "--kubeconfig", str(kubeconfig)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 3 and result.stdout == ""
+    assert result.stderr.startswith("error: cannot reach the API server at https://127.0.0.1:1: ")
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "x-report.html").exists()
