@@ -305,7 +305,7 @@ def render_chart(
             axes.set_yscale("log")
         elif chart.key == "guardrails":
             for s in data["value"]:
-                (line,) = axes.plot(xs(s), ys(s), label=_label(s, "guardrail", "variant"))
+                (line,) = axes.plot(xs(s), ys(s), label=_label(s, "guardrail", "variant"), color=color(s))
                 for bound in data.get("threshold") or []:
                     if bound.labels.get("guardrail") == s.labels.get("guardrail") and bound.points:
                         axes.plot(
@@ -448,6 +448,12 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
+def _count(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return "-"
+    return f"{value:,.0f}"
+
+
 def _summary_table(body: Mapping[str, Any]) -> str:
     status = body.get("status") or {}
     esc = html.escape
@@ -468,7 +474,7 @@ def _summary_table(body: Mapping[str, Any]) -> str:
                     f"[{_fmt(result.get('ciLow'))}, {_fmt(result.get('ciHigh'))}]",
                     _fmt(result.get("pValue"), 3),
                     str(result.get("verdict", "-")),
-                    f"{_fmt(result.get('nControl'))} / {_fmt(result.get('nTreatment'))}",
+                    f"{_count(result.get('nControl'))} / {_count(result.get('nTreatment'))}",
                 )
             )
             + "</tr>"
@@ -595,7 +601,7 @@ def chromium() -> str | None:
     return None
 
 
-def screenshot(page: Path, png: Path, *, height: int = 3000, timeout: float = 120.0) -> bool:
+def screenshot(page: Path, png: Path, *, height: int = 4200, timeout: float = 120.0) -> bool:
     """Screenshot ``page`` with headless Chromium; False when Chromium is not installed."""
     import subprocess
 

@@ -151,7 +151,7 @@ def test_every_section_is_there_and_nothing_is_fetched() -> None:
     assert 'id="chart-shadow"' not in document, "a canary has no shadow chart"
     assert "Promoted" in document and "v2 was promoted: it now serves all traffic" in document
     assert "v2 wins on conversion: +28.7%" in document
-    assert "+28.70%" in document and "[0.011, 0.046]" in document
+    assert "+28.70%" in document and "[0.011, 0.046]" in document and "4,000 / 2,000" in document
     assert "&lt;v2&gt; wins" in document, "the history table escapes what it shows"
     assert report.missing_charts(document) == []
     assert "script" not in checker.tags
@@ -273,3 +273,18 @@ def test_arbiter_report_against_an_unreachable_api_server_is_one_line(tmp_path: 
     assert result.returncode == 3 and result.stdout == ""
     assert result.stderr.startswith("error: cannot reach the API server at https://127.0.0.1:1: ")
     assert result.stderr.count("\n") == 1 and not (tmp_path / "x-report.html").exists()
+
+
+def test_a_status_captured_from_the_demo_renders_every_section() -> None:
+    """A real promoted canary's object (make demo, tests/data/report), with synthetic series."""
+    import json
+
+    body = json.loads((Path(__file__).parents[2] / "data" / "report" / "canary-promoted.json").read_text())
+    status = body["status"]
+    document = report.build_html(body, synthetic(), generated_at=DECIDED)
+    parse(document)
+    assert "The challenger v2 was promoted" in document
+    assert report.html.escape(status["decision"]["reason"]) in document
+    history = document.split('id="history"', 1)[1]
+    assert history.count("<tr>") == len(status["history"]) + 1
+    assert report.missing_charts(document) == []
