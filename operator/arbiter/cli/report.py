@@ -353,7 +353,7 @@ h1{font-size:1.6em;margin-bottom:.2em} h2{font-size:1.2em;margin-top:2em;border-
 .caption{color:#444;font-size:.95em;max-width:60em}
 .missing{color:#8a5300;background:#fff6e0;padding:.5em 1em;border-radius:4px}
 table{border-collapse:collapse;font-size:.9em} td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}
-svg{max-width:100%;height:auto}
+svg{max-width:100%;height:auto} #history td:first-child{white-space:nowrap}
 """
 
 
@@ -488,7 +488,10 @@ def _summary_table(body: Mapping[str, Any]) -> str:
     table = (
         f'<table id="results">{head}{"".join(rows)}</table>' if rows else "<p>No test results in status.</p>"
     )
-    return f"<h2>Result</h2><p>Traffic now: {weights or '-'}</p>{table}"
+    return (
+        "<h2>Result</h2><p>The last analysis the operator recorded in status. Traffic now: "
+        f"{weights or '-'}</p>{table}"
+    )
 
 
 def _history_table(status: Mapping[str, Any]) -> str:
