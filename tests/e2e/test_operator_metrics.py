@@ -458,7 +458,7 @@ def test_the_report_of_a_decided_canary_opens_in_a_browser_with_every_chart(
 
     png, dom, console = open_in_chromium(page, tmp_path)
     assert console == [], console
-    for chart in ("weights", "outcome", "lift", "pvalue", "guardrails", "srm"):
+    for chart in ("weights", "outcome", "lift", "pvalue", "guardrails", "srm", "router"):
         section = dom.split(f'id="chart-{chart}"', 1)[1].split("</section>", 1)[0]
         assert "<svg" in section and "No data" not in section, f"{chart} is not drawn"
     assert 'id="history"' in dom and "Promoted" in dom

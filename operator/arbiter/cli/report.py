@@ -41,9 +41,14 @@ class Chart:
     queries: dict[str, str]
 
 
-def charts(namespace: str, name: str) -> list[Chart]:
-    """The report's charts, with the PromQL of each (the names of docs/observability.md)."""
+def charts(namespace: str, name: str, rate_window: str = "1m") -> list[Chart]:
+    """The report's charts, with the PromQL of each (the names of docs/observability.md).
+
+    ``rate_window`` is the range of the router's ``rate()``: a few resolution steps.
+    """
     sel = f'namespace="{namespace}",experiment="{name}"'
+    # The router's series may or may not carry a namespace label (as in the dashboards).
+    router = f'experiment="{name}",namespace=~"{namespace}|"'
     primary = f'{sel},kind="primary"'
     return [
         Chart(
@@ -107,6 +112,15 @@ def charts(namespace: str, name: str) -> list[Chart]:
             },
         ),
         Chart(
+            "router",
+            "Requests per second per variant (router)",
+            "What the router actually sent to each variant, measured at the router: it follows the "
+            "weights above when the data plane does what the operator asked.",
+            {
+                "rate": f"sum by (variant) (rate(arbiter_router_requests_total{{{router}}}[{rate_window}]))",
+            },
+        ),
+        Chart(
             "shadow",
             "Shadow agreement",
             "The share of mirrored requests on which the shadow model answered like the champion.",
@@ -140,8 +154,9 @@ def collect_series(
 ) -> tuple[Series, str | None]:
     """Every chart's range queries; the second value says why Prometheus could not answer (or None)."""
     step = step_for(start, end)
+    window = f"{max(30, round(4 * step))}s"
     found: Series = {}
-    for chart in charts(namespace, name):
+    for chart in charts(namespace, name, window):
         found[chart.key] = {}
         for key, query in chart.queries.items():
             try:
@@ -324,6 +339,10 @@ def render_chart(
                     thresholds[-1], color="red", linestyle="--", label=f"threshold {thresholds[-1]:g}"
                 )
             axes.set_yscale("log")
+        elif chart.key == "router":
+            for s in data["rate"]:
+                axes.plot(xs(s), ys(s), label=_label(s, "variant"), color=color(s))
+            axes.set_ylabel("requests per second")
         elif chart.key == "shadow":
             for s in data["agreement"]:
                 axes.plot(xs(s), [v * 100 for v in ys(s)], label=_label(s, "variant"), color=color(s))

@@ -102,6 +102,12 @@ def synthetic() -> report.Series:
             "threshold": [series({"guardrail": "latency", "bound": "max"}, [0.2] * 11)],
         },
         "srm": {"p": [series({}, [0.6] * 11)], "threshold": [series({}, [0.001] * 11)]},
+        "router": {
+            "rate": [
+                series({"variant": "v1"}, [80.0] * 5 + [50.0] * 6),
+                series({"variant": "v2"}, [20.0] * 11),
+            ]
+        },
         "shadow": {"agreement": []},
     }
 
@@ -144,7 +150,7 @@ def test_every_section_is_there_and_nothing_is_fetched() -> None:
     document = report.build_html(BODY, synthetic(), generated_at=DECIDED + 60)
     checker = parse(document)
     assert document.startswith("<!DOCTYPE html>")
-    for section in ("weights", "outcome", "lift", "pvalue", "guardrails", "srm"):
+    for section in ("weights", "outcome", "lift", "pvalue", "guardrails", "srm", "router"):
         block = document.split(f'id="chart-{section}"', 1)[1].split("</section>", 1)[0]
         assert "<svg" in block, f"{section} has no chart"
         assert '<p class="caption">' in block, f"{section} has no sentence under it"
@@ -186,6 +192,7 @@ def test_without_prometheus_the_report_says_which_charts_are_missing() -> None:
         "p-value against alpha",
         "Guardrails against thresholds",
         "Sample ratio check",
+        "Requests per second per variant (router)",
     ]
     assert 'id="results"' in document and 'id="history"' in document
 
@@ -195,7 +202,7 @@ def test_write_report_against_an_unreachable_prometheus_warns_in_one_line(
 ) -> None:
     output = tmp_path / "r.html"
     missing = report.write_report(BODY, output, "http://127.0.0.1:9", now=DECIDED + 60)
-    assert len(missing) == 6 and output.read_text().startswith("<!DOCTYPE html>")
+    assert len(missing) == 7 and output.read_text().startswith("<!DOCTYPE html>")
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("warning: cannot reach Prometheus at http://127.0.0.1:9")
 
