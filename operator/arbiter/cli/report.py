@@ -44,7 +44,7 @@ class Chart:
 def charts(namespace: str, name: str, rate_window: str = "1m") -> list[Chart]:
     """The report's charts, with the PromQL of each (the names of docs/observability.md).
 
-    ``rate_window`` is the range of the router's ``rate()``: a few resolution steps.
+    ``rate_window`` is the range of the router's ``irate()``: long enough to hold two scrapes.
     """
     sel = f'namespace="{namespace}",experiment="{name}"'
     # The router's series may or may not carry a namespace label (as in the dashboards).
@@ -117,7 +117,9 @@ def charts(namespace: str, name: str, rate_window: str = "1m") -> list[Chart]:
             "What the router actually sent to each variant, measured at the router: it follows the "
             "weights above when the data plane does what the operator asked.",
             {
-                "rate": f"sum by (variant) (rate(arbiter_router_requests_total{{{router}}}[{rate_window}]))",
+                # irate: the last two scrapes in the window. rate() over a window longer than a short
+                # run divides by the whole window and draws a ramp that never happened.
+                "rate": f"sum by (variant) (irate(arbiter_router_requests_total{{{router}}}[{rate_window}]))",
             },
         ),
         Chart(
@@ -154,7 +156,7 @@ def collect_series(
 ) -> tuple[Series, str | None]:
     """Every chart's range queries; the second value says why Prometheus could not answer (or None)."""
     step = step_for(start, end)
-    window = f"{max(30, round(4 * step))}s"
+    window = f"{max(60, round(4 * step))}s"
     found: Series = {}
     for chart in charts(namespace, name, window):
         found[chart.key] = {}
