@@ -21,9 +21,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from arbiter.metrics.range_query import RangeQueryError, RangeSeries, range_query, step_for
+if TYPE_CHECKING:  # arbiter.metrics loads the Prometheus client: only when a report is written
+    from arbiter.metrics.range_query import RangeSeries
 
 #: Where Prometheus is when --prometheus-url is not given.
 DEFAULT_PROMETHEUS_URL = "http://localhost:9090"
@@ -131,7 +132,7 @@ def charts(namespace: str, name: str, rate_window: str = "1m") -> list[Chart]:
     ]
 
 
-Series = dict[str, dict[str, list[RangeSeries]]]
+Series = dict[str, dict[str, list["RangeSeries"]]]
 
 
 def lifetime(body: Mapping[str, Any], now: float) -> tuple[float, float]:
@@ -155,6 +156,8 @@ def collect_series(
     prometheus_url: str, namespace: str, name: str, start: float, end: float
 ) -> tuple[Series, str | None]:
     """Every chart's range queries; the second value says why Prometheus could not answer (or None)."""
+    from arbiter.metrics.range_query import RangeQueryError, range_query, step_for
+
     step = step_for(start, end)
     window = f"{max(60, round(4 * step))}s"
     found: Series = {}

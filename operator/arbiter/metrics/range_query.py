@@ -10,8 +10,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import requests
-
 __all__ = ["RangeQueryError", "RangeSeries", "range_query", "step_for"]
 
 #: Prometheus refuses a range query with more points than this per series.
@@ -45,6 +43,8 @@ def range_query(
     Raises:
         RangeQueryError: unreachable server, HTTP error, or an answer that is not a matrix.
     """
+    import requests  # here, so that `arbiter --help` and `arbiter plan` do not load it
+
     url = base_url.rstrip("/") + "/api/v1/query_range"
     params = {"query": query, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
     try:
