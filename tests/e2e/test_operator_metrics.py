@@ -374,7 +374,7 @@ def open_in_chromium(page: Path, out: Path) -> tuple[Path, str, list[str]]:
     browser = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
     png = out / "report.png"
     shot = subprocess.run(
-        [*browser, f"--screenshot={png}", "--window-size=1200,3000", page.resolve().as_uri()],
+        [*browser, f"--screenshot={png}", "--window-size=1200,4200", page.resolve().as_uri()],
         capture_output=True,
         text=True,
         timeout=120,
@@ -463,7 +463,7 @@ def test_the_report_of_a_decided_canary_opens_in_a_browser_with_every_chart(
         assert "<svg" in section and "No data" not in section, f"{chart} is not drawn"
     assert 'id="history"' in dom and "Promoted" in dom
     image = Image.open(png).convert("L")
-    assert image.size == (1200, 3000)
+    assert image.size == (1200, 4200)
     assert ImageStat.Stat(image).stddev[0] > 20, "the screenshot is blank"
     # Charts are drawn in the top half too: not just one text line on white.
     top = image.crop((0, 300, 1200, 1500))
