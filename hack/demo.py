@@ -137,6 +137,15 @@ def experiment_for(name: str, env: RolloutEnv) -> dict[str, Any]:
     return experiment
 
 
+def report_artifacts(body: dict[str, Any], prometheus_url: str, scenario: str) -> None:
+    """Write .demo/report.html, its screenshot and .demo/result.json, and say where they are."""
+    from arbiter.cli.report import write_demo_artifacts
+
+    paths = write_demo_artifacts(body, ROOT / ".demo", prometheus_url, scenario=scenario)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+
+
 def line(status: dict[str, Any]) -> str:
     weights = ", ".join(f"{v} {w}%" for v, w in (status.get("weights") or {}).items())
     decision = status.get("decision") or {}
@@ -190,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         say("starting the operator (arbiter run)")
         operator.start().wait_ready()
+        # Prometheus also scrapes the operator: the report draws its per-experiment series.
+        prometheus.add_target("arbiter-operator", [operator.metrics_url.split("/")[2]], scrape_interval="1s")
         say(
             f"starting MLServer for v1 (champion) and v2 ({scenario.challenger}), their Deployments and "
             "Services, and arbiter router (first run: MLServer's virtualenv and the models, about 2 minutes)"
@@ -223,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         status = watch(cluster, operator, args.timeout)
         report(cluster, status)
+        body = json.loads(cluster.kubectl("get", "mexp", EXPERIMENT, "-n", NAMESPACE, "-o", "json").stdout)
+        report_artifacts(body, prometheus.url, args.scenario)
         phase = status.get("phase")
         verdict = "as expected" if phase == scenario.expected else f"expected {scenario.expected}"
         say(f"scenario {args.scenario}: {phase} ({verdict})")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian packages the tests and benchmarks use, only those missing.
 set -euo pipefail
-want=(prometheus nginx-light wrk openssl tmux)
-declare -A probe=([prometheus]=prometheus [nginx-light]=nginx [wrk]=wrk [openssl]=openssl [tmux]=tmux)
+want=(prometheus nginx-light wrk openssl tmux chromium)
+declare -A probe=([prometheus]=prometheus [nginx-light]=nginx [wrk]=wrk [openssl]=openssl [tmux]=tmux [chromium]=chromium)
 missing=()
 for pkg in "${want[@]}"; do
   command -v "${probe[$pkg]}" >/dev/null 2>&1 || [ -x "/usr/sbin/${probe[$pkg]}" ] || missing+=("$pkg")

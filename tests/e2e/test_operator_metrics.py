@@ -10,11 +10,15 @@ in, returns data from that Prometheus.
 
 from __future__ import annotations
 
+import html
 import json
+import os
 import subprocess
+import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -363,3 +367,104 @@ def test_shadow_agreement_is_exported_and_the_shadow_panels_have_data(
         message=f"every shadow panel to return data; still empty: "
         f"{queries_without_data(prometheus, queries, env.namespace, name)}",
     )
+
+
+def open_in_chromium(page: Path, out: Path) -> tuple[Path, str, list[str]]:
+    """Open ``page`` in headless Chromium: its screenshot, its DOM, and what it logged to the console."""
+    browser = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0"]
+    png = out / "report.png"
+    shot = subprocess.run(
+        [*browser, f"--screenshot={png}", "--window-size=1200,4200", page.resolve().as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    dom = subprocess.run(
+        [*browser, "--dump-dom", page.resolve().as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    console = [line for line in (shot.stderr + dom.stderr).splitlines() if ":CONSOLE" in line]
+    return png, dom.stdout, console
+
+
+def test_the_report_of_a_decided_canary_opens_in_a_browser_with_every_chart(
+    rollout_env: Any,
+    scraped_operator: OperatorProcess,
+    kube_api: Any,
+    prometheus: Any,
+    cluster: Any,
+    tmp_path: Path,
+) -> None:
+    """`kubectl arbiter report` on a canary that won, from the real status and the real Prometheus."""
+    from PIL import Image, ImageStat
+
+    name = "reported"
+    env: RolloutEnv = rollout_env(experiment=name)
+    env.apply(
+        [
+            env.experiment(
+                steps=[{"weight": 20, "minDuration": "4s"}, {"weight": 50, "minDuration": "4s"}],
+                guardrails=[latency_guardrail(max_seconds=0.5)],
+                primary=conversion_metric(mde=0.2),
+            )
+        ]
+    )
+    env.traffic({"v1": 0.10, "v2": 0.15}, rate=150, max_seconds=200, seed=43)
+    wait_for_phase(
+        kube_api,
+        env.namespace,
+        name,
+        "Promoted",
+        timeout=180,
+        forbid_phases={"RolledBack", "Concluded", "Failed"},
+    )
+    # The last scrapes of the decided experiment are in Prometheus before the report asks for them.
+    wait_for(
+        lambda: prometheus.query(
+            f'arbiter_experiment_phase{{namespace="{env.namespace}",experiment="{name}",phase="Promoted"}} == 1'
+        ),
+        timeout=30,
+        message="Prometheus to have scraped the promotion",
+    )
+    page = tmp_path / "report.html"
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "kubectl-arbiter"),
+            "report",
+            name,
+            "-n",
+            env.namespace,
+            "-o",
+            str(page),
+            "--prometheus-url",
+            prometheus.url,
+        ],
+        env={**os.environ, "KUBECONFIG": cluster.kubeconfig},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", "every chart had data: no warning"
+    document = page.read_text()
+    body = get_experiment(kube_api, env.namespace, name)
+    assert body["status"]["decision"]["reason"] in html.unescape(document)
+    assert "was promoted: it now serves all traffic" in document
+
+    png, dom, console = open_in_chromium(page, tmp_path)
+    assert console == [], console
+    for chart in ("weights", "outcome", "lift", "pvalue", "guardrails", "srm", "router"):
+        section = dom.split(f'id="chart-{chart}"', 1)[1].split("</section>", 1)[0]
+        assert "<svg" in section and "No data" not in section, f"{chart} is not drawn"
+    assert 'id="history"' in dom and "Promoted" in dom
+    image = Image.open(png).convert("L")
+    assert image.size == (1200, 4200)
+    assert ImageStat.Stat(image).stddev[0] > 20, "the screenshot is blank"
+    # Charts are drawn in the top half too: not just one text line on white.
+    top = image.crop((0, 300, 1200, 1500))
+    assert sum(1 for p in top.get_flattened_data() if p < 200) > 20_000

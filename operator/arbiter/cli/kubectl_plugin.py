@@ -7,6 +7,7 @@
     kubectl arbiter retry NAME                  start over after a rollback or conclusion
     kubectl arbiter resume NAME                 resume after an automatic pause (SRM, loss, timeout)
     kubectl arbiter pause|unpause NAME          set spec.paused
+    kubectl arbiter report NAME [-o FILE]       one self-contained HTML report (= `arbiter report`)
     kubectl arbiter plan ...                    sample size and duration (= `arbiter plan`)
     kubectl arbiter version                     the plugin's version
     kubectl arbiter completion bash|zsh|fish    shell completion code
@@ -99,7 +100,7 @@ def _names(prefix: str, parsed_args: argparse.Namespace, **_: Any) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The plugin's parser."""
-    from arbiter.cli import plan
+    from arbiter.cli import plan, report
 
     parser = _Parser(prog="kubectl arbiter", description=__doc__.splitlines()[0])
     _connection_options(parser, suppress=False)
@@ -139,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("name").completer = _names  # type: ignore[attr-defined]
         _connection_options(cmd, suppress=True)
 
+    report_parser = sub.add_parser("report", help="write a self-contained HTML report of one experiment")
+    report.add_arguments(report_parser)
+    _connection_options(report_parser, suppress=True)
     plan.register(sub)
     version = sub.add_parser("version", help="print the plugin's version")
     version.add_argument("-o", "--output", choices=["json"], help="print one JSON object")
@@ -224,6 +228,8 @@ def _main(argv: Sequence[str] | None) -> int:
     body = experiments.get_experiment(namespace, args.name)
     if body is None:
         raise CommandError(f"modelexperiment {namespace}/{args.name} not found")
+    if args.command == "report":
+        return _report(args, body)
     if args.command == "status":
         return _status(args, body)
     return _act(args, namespace, body)
@@ -277,6 +283,17 @@ def _get(args: argparse.Namespace, namespace: str | None) -> int:
         _write_stderr(f"No modelexperiments found in {where}.\n")
         return 0
     print(view.list_table(items, show_namespace=namespace is None, wide=args.output == "wide", now=_now()))
+    return 0
+
+
+def _report(args: argparse.Namespace, body: dict[str, Any]) -> int:
+    from pathlib import Path
+
+    from arbiter.cli import report
+
+    output = Path(args.output or f"{args.name}-report.html")
+    report.write_report(body, output, args.prometheus_url)
+    print(f"wrote {output}")
     return 0
 
 

@@ -64,7 +64,9 @@ def unreachable_kubeconfig(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("args", [["get"], ["get", "x", "--watch"], ["status", "x"], ["abort", "x"]])
+@pytest.mark.parametrize(
+    "args", [["get"], ["get", "x", "--watch"], ["status", "x"], ["abort", "x"], ["report", "x"]]
+)
 def test_an_unreachable_server_is_one_line(tmp_path: Path, args: list[str]) -> None:
     line = one_line_error(run(*args, "--kubeconfig", str(unreachable_kubeconfig(tmp_path))))
     assert line.startswith("error: cannot reach the API server at https://127.0.0.1:1: "), line
