@@ -574,7 +574,9 @@ def write_demo_artifacts(
     """What `make demo` leaves behind: report.html, report.png (when Chromium is installed), result.json.
 
     ``steps_completed`` counts the steps the rollout went through: the current step's index, plus the
-    last one when it was promoted (a rollback at the first step completed none).
+    last one when it was promoted (a rollback at the first step completed none). ``rollback_seconds``,
+    unless given, is for a rolled-back experiment the time the challenger served at its last step
+    before the rollback (from that step's start to the decision); None otherwise.
     """
     directory.mkdir(parents=True, exist_ok=True)
     report = directory / "report.html"
@@ -596,12 +598,21 @@ def write_demo_artifacts(
         "reason": decision.get("reason"),
         "steps_completed": _steps_completed(status),
         "duration_seconds": round(decided - started, 1) if started and decided else None,
-        "rollback_seconds": rollback_seconds,
+        "rollback_seconds": rollback_seconds
+        if rollback_seconds is not None
+        else _rollback_seconds(status, decided),
         "samples": samples(status, _variant_names(body)),
     }
     paths["result"] = directory / "result.json"
     paths["result"].write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return paths
+
+
+def _rollback_seconds(status: Mapping[str, Any], decided: float | None) -> float | None:
+    step_started = _timestamp(status.get("stepStartedAt"))
+    if status.get("phase") != "RolledBack" or step_started is None or decided is None:
+        return None
+    return round(decided - step_started, 1)
 
 
 def _steps_completed(status: Mapping[str, Any]) -> int | None:

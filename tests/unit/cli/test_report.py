@@ -257,6 +257,22 @@ def test_the_demo_artifacts_say_how_the_experiment_ended(tmp_path: Path) -> None
     }
 
 
+def test_a_rolled_back_demo_says_how_long_the_challenger_served_its_last_step(tmp_path: Path) -> None:
+    import copy
+    import json
+
+    body = copy.deepcopy(BODY)
+    status = body["status"]
+    status["phase"] = "RolledBack"
+    status["decision"] = {**status["decision"], "outcome": "Rollback", "reason": "guardrail breached"}
+    decided = report._timestamp(status["decision"]["time"])
+    assert decided is not None
+    status["stepStartedAt"] = dt.datetime.fromtimestamp(decided - 42, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    paths = report.write_demo_artifacts(body, tmp_path, None, scenario="latency", take_screenshot=False)
+    result = json.loads(paths["result"].read_text())
+    assert (result["phase"], result["rollback_seconds"]) == ("RolledBack", 42.0)
+
+
 def test_arbiter_report_against_an_unreachable_api_server_is_one_line(tmp_path: Path) -> None:
     import subprocess
     import sys
