@@ -88,6 +88,12 @@ def mismatches(body: dict[str, Any], samples: Samples) -> list[str]:
         expect("arbiter_experiment_variant_weight_ratio", weight / 100, variant=variant)
     expect("arbiter_experiment_alpha", spec["analysis"]["test"]["alpha"])
     primary = (status.get("analysis") or {}).get("primary") or {}
+    for row in primary.get("variants") or []:
+        labels = {"metric": primary["metric"], "kind": "primary"}
+        expect("arbiter_experiment_metric_value_ci_lower", row.get("ciLow"), **labels, variant=row["variant"])
+        expect(
+            "arbiter_experiment_metric_value_ci_upper", row.get("ciHigh"), **labels, variant=row["variant"]
+        )
     for result in primary.get("results") or []:
         labels = {"metric": primary["metric"], "kind": "primary"}
         variant = result["variant"]

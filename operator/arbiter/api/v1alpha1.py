@@ -1107,7 +1107,7 @@ class ModelExperimentStatus(_Model):
     analysis: dict[str, Any] | None = Field(
         default=None,
         description="The numbers behind the decision: primary (per challenger: n, values, difference, lift, CI, "
-        "p-value, verdict), secondary (Holm-adjusted p-values) and srm (method, p-value, observed and expected "
+        "p-value, verdict; per variant: n, value and its own interval), secondary (Holm-adjusted p-values) and srm (method, p-value, observed and expected "
         "counts).",
     )
     traffic: TrafficStatus | None = Field(

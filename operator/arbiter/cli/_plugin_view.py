@@ -196,6 +196,12 @@ def experiment_view(body: Mapping[str, Any], now: dt.datetime) -> str:
         if champion is not None and champion not in values:
             values[champion] = result.get("controlValue")
         values[str(result["variant"])] = result.get("treatmentValue")
+    intervals = {
+        str(row["variant"]): f"[{number(row['ciLow'])}, {number(row['ciHigh'])}]"
+        for row in primary.get("variants") or []
+        if isinstance(row, Mapping) and row.get("ciLow") is not None and row.get("ciHigh") is not None
+    }
+    alpha = ((analysis_spec.get("test") or {}).get("alpha")) or 0.05
     rows = []
     for variant in variants:
         rows.append(
@@ -206,11 +212,14 @@ def experiment_view(body: Mapping[str, Any], now: dt.datetime) -> str:
                 count(totals.get(variant)),
                 count(in_step.get(variant)),
                 number(values.get(variant)),
+                intervals.get(variant, "-"),
             ]
         )
-    lines.append(table(["VARIANT", "ROLE", "WEIGHT", "SAMPLES", "IN STEP", metric_name.upper()], rows))
+    interval_header = f"{number((1 - float(alpha)) * 100, 3)}% INTERVAL"
+    lines.append(
+        table(["VARIANT", "ROLE", "WEIGHT", "SAMPLES", "IN STEP", metric_name.upper(), interval_header], rows)
+    )
 
-    alpha = ((analysis_spec.get("test") or {}).get("alpha")) or 0.05
     if results:
         lines += [
             "",

@@ -66,8 +66,14 @@ def charts(namespace: str, name: str, rate_window: str = "1m") -> list[Chart]:
             "outcome",
             "Outcome rate per variant",
             "The primary metric as the statistical test measured it for each variant (a rate or a "
-            "mean over all samples so far); the lines settle as samples accumulate.",
-            {"value": f"arbiter_experiment_metric_value{{{primary}}}"},
+            "mean over all samples so far); the lines settle as samples accumulate. The shaded band "
+            "around each line is the range its true value lies in with the test's confidence at that "
+            "moment; where two bands overlap a lot, the variants cannot be told apart yet.",
+            {
+                "value": f"arbiter_experiment_metric_value{{{primary}}}",
+                "lower": f"arbiter_experiment_metric_value_ci_lower{{{primary}}}",
+                "upper": f"arbiter_experiment_metric_value_ci_upper{{{primary}}}",
+            },
         ),
         Chart(
             "lift",
@@ -267,6 +273,24 @@ def render_chart(
         return [v for _, v in series.points]
 
     figure, axes = plt.subplots(figsize=(9, 3.2), dpi=100)
+
+    def band(variant: str | None, fill: Any, label: str) -> None:
+        """Shade between the chart's ``lower`` and ``upper`` series of ``variant`` (where both have points)."""
+        low = next((b for b in data.get("lower") or [] if b.labels.get("variant") == variant), None)
+        high = next((b for b in data.get("upper") or [] if b.labels.get("variant") == variant), None)
+        if low is None or high is None:
+            return
+        highs = dict(high.points)
+        both = [(t, v, highs[t]) for t, v in low.points if t in highs]
+        axes.fill_between(
+            [x(t) for t, _, _ in both],
+            [lo for _, lo, _ in both],
+            [hi for _, _, hi in both],
+            color=fill,
+            alpha=0.2,
+            label=label,
+        )
+
     try:
         if chart.key == "weights":
             for s in data["weight"]:
@@ -289,26 +313,15 @@ def render_chart(
                     previous = v
         elif chart.key == "outcome":
             for s in data["value"]:
-                axes.plot(xs(s), ys(s), label=_label(s, "variant"), color=color(s))
+                variant = s.labels.get("variant")
+                (line,) = axes.plot(xs(s), ys(s), label=_label(s, "variant"), color=color(s))
+                band(variant, line.get_color(), f"{variant} interval")
             axes.set_ylabel(next(iter(data["value"])).labels.get("metric", "value"))
         elif chart.key == "lift":
-            lowers = {s.labels.get("variant"): s for s in data.get("lower") or []}
-            uppers = {s.labels.get("variant"): s for s in data.get("upper") or []}
             for s in data["difference"]:
                 variant = s.labels.get("variant")
                 (line,) = axes.plot(xs(s), ys(s), label=f"{variant} minus champion", color=color(s))
-                low, high = lowers.get(variant), uppers.get(variant)
-                if low is not None and high is not None:
-                    highs = dict(high.points)
-                    both = [(t, v, highs[t]) for t, v in low.points if t in highs]
-                    axes.fill_between(
-                        [x(t) for t, _, _ in both],
-                        [lo for _, lo, _ in both],
-                        [hi for _, _, hi in both],
-                        color=line.get_color(),
-                        alpha=0.2,
-                        label=f"{variant} confidence sequence",
-                    )
+                band(variant, line.get_color(), f"{variant} confidence sequence")
             axes.axhline(0, color="black", linestyle="--", linewidth=1)
             axes.set_ylabel("difference")
         elif chart.key == "pvalue":

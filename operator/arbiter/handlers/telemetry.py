@@ -199,6 +199,16 @@ _SERIES: dict[str, tuple[str, list[str]]] = {
         "Estimate of the metric for the variant (a rate for Proportion, a mean for Mean).",
         ["metric", "kind", "variant"],
     ),
+    "arbiter_experiment_metric_value_ci_lower": (
+        "Lower bound of the variant's own 1 - alpha interval (Wilson for a rate, Student t for a mean; primary "
+        "metric; pointwise, for display).",
+        ["metric", "kind", "variant"],
+    ),
+    "arbiter_experiment_metric_value_ci_upper": (
+        "Upper bound of the variant's own 1 - alpha interval (Wilson for a rate, Student t for a mean; primary "
+        "metric; pointwise, for display).",
+        ["metric", "kind", "variant"],
+    ),
     "arbiter_experiment_metric_absolute_difference": (
         "Challenger minus champion on the metric.",
         ["metric", "kind", "variant"],
@@ -367,6 +377,14 @@ def _metrics(out: _Families, base: dict[str, str], status: Mapping[str, Any], ch
     for row in analysis.get("secondary") or []:
         if isinstance(row, Mapping) and row.get("variant") and row.get("metric"):
             rows.append((str(row["metric"]), "secondary", row))
+    for variant_row in primary.get("variants") or []:
+        if isinstance(variant_row, Mapping) and variant_row.get("variant"):
+            labels = {"metric": str(primary.get("metric") or "primary"), "kind": "primary"}
+            for name, key in (
+                ("arbiter_experiment_metric_value_ci_lower", "ciLow"),
+                ("arbiter_experiment_metric_value_ci_upper", "ciHigh"),
+            ):
+                _add(out, name, base, variant_row.get(key), **labels, variant=str(variant_row["variant"]))
     seen_champion: set[tuple[str, str]] = set()
     for metric, kind, row in rows:
         labels = {"metric": metric, "kind": kind}

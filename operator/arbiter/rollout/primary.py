@@ -8,6 +8,7 @@ baseline and MDE, then freeze the plan: re-planning on every look would let the 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from arbiter.stats import (
     holm,
     sample_size_mean,
     sample_size_proportion,
+    variant_interval,
 )
 from arbiter.stats import Method as StatsMethod
 from arbiter.stats import MetricType as StatsMetricType
@@ -82,8 +84,29 @@ def judge_primary(
         "method": config.method.value,
         "error": tick.error,
         "results": [result_dict(d) for d in tick.challengers.values()],
+        "variants": variant_rows({champion: counters[champion], **treatments}, config.alpha),
     }
     return MetricReport(tick, analysis, tick.state, planned)
+
+
+def variant_rows(counters: Mapping[str, SufficientStats], alpha: float) -> list[dict[str, Any]]:
+    """Each variant's own rate or mean with its ``1 - alpha`` interval, as ``status.analysis`` shows it.
+
+    For dashboards and the report (a per-variant band); the decision uses the interval of the difference.
+    Bounds that cannot be computed (too few samples) are left out.
+    """
+    rows: list[dict[str, Any]] = []
+    for variant, stats in counters.items():
+        low, high = variant_interval(stats, alpha)
+        row: dict[str, Any] = {"variant": variant, "n": stats.n, "value": _finite(stats.mean)}
+        if math.isfinite(low) and math.isfinite(high):
+            row["ciLow"], row["ciHigh"] = low, high
+        rows.append({k: v for k, v in row.items() if v is not None})
+    return rows
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def judge_secondary(

@@ -29,6 +29,7 @@ from arbiter.stats.fixed import (
     compare_fixed,
     relative_lift_interval,
     two_proportion_ztest,
+    variant_interval,
     welch_ttest,
 )
 from arbiter.stats.group_sequential import (
@@ -118,5 +119,6 @@ __all__ = [
     "sequential_sample_ratio_mismatch",
     "spent_alpha",
     "two_proportion_ztest",
+    "variant_interval",
     "welch_ttest",
 ]

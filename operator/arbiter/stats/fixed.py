@@ -257,3 +257,36 @@ def compare_fixed(
 def mean_variance(stats_: SufficientStats) -> float:
     """The variance of the estimated mean (per-observation variance divided by n)."""
     return stats_.variance / stats_.n if stats_.n > 0 else math.nan
+
+
+def variant_interval(stats: SufficientStats, alpha: float) -> tuple[float, float]:
+    """A two-sided ``1 - alpha`` interval for one variant's own rate or mean (for display, not decisions).
+
+    Proportions use the Wilson score interval, which stays inside [0, 1] and keeps its coverage at
+    small counts and rates near 0 or 1 where the Wald interval collapses; means use Student's t
+    interval. The interval is pointwise (valid at one look), unlike the always-valid interval of a
+    Sequential test's difference.
+
+    Returns:
+        ``(low, high)``; NaN where the data cannot support an interval (no trials, one observation,
+        bad counts or alpha).
+    """
+    if _check_alpha(alpha) is not None or stats.validation_error() is not None:
+        return math.nan, math.nan
+    if isinstance(stats, ProportionStats):
+        trials = stats.trials
+        if trials <= 0:
+            return math.nan, math.nan
+        rate = stats.successes / trials
+        z = float(sps.norm.ppf(1.0 - alpha / 2.0))
+        z2_n = z * z / trials
+        centre = (rate + z2_n / 2.0) / (1.0 + z2_n)
+        half = z * math.sqrt(rate * (1.0 - rate) / trials + z2_n / (4.0 * trials)) / (1.0 + z2_n)
+        # At a rate of exactly 0 or 1 the Wilson bound is exactly 0 or 1; rounding must not move it inside.
+        low = 0.0 if stats.successes == 0 else max(centre - half, 0.0)
+        high = 1.0 if stats.successes == trials else min(centre + half, 1.0)
+        return low, high
+    if stats.n < 2:
+        return math.nan, math.nan
+    half = float(sps.t.ppf(1.0 - alpha / 2.0, stats.n - 1)) * math.sqrt(stats.variance / stats.n)
+    return stats.mean - half, stats.mean + half

@@ -48,6 +48,11 @@ STATUS: dict[str, Any] = {
                 },
                 {"variant": "v3", "verdict": "Inconclusive", "relativeLift": -0.1, "pValue": 0.5},
             ],
+            "variants": [
+                {"variant": "v1", "n": 1200, "value": 0.1, "ciLow": 0.0845, "ciHigh": 0.118},
+                {"variant": "v2", "n": 600, "value": 0.12, "ciLow": 0.097, "ciHigh": 0.147},
+                {"variant": "v3", "n": 1, "value": 0.0},
+            ],
         },
         "srm": {
             "method": "Sequential",
@@ -72,6 +77,11 @@ def test_the_view_shows_every_number_the_status_holds() -> None:
     # n per variant, from the primary results when there are no engine counters
     samples_row = next(line for line in text.splitlines() if line.startswith("v1 ") and "champion" in line)
     assert samples_row.split()[:4] == ["v1", "champion", "50%", "1200"]
+    # each variant's own interval, at the test's level; none where the status has none
+    assert "95% INTERVAL" in text
+    assert samples_row.split()[-2:] == ["[0.0845,", "0.118]"]
+    v3_row = next(line for line in text.splitlines() if line.startswith("v3 ") and "challenger" in line)
+    assert v3_row.split()[-1] == "-"
     assert "latency    v2       0.25" in text and "2/3" in text and "BREACHED" in text
     assert "p = 0.4 (pauses below 0.001), observed v1 1200 (expected 1190), v2 600" in text
     assert "Decision:   Hold (60s ago): step 1 held: 120s of 600s" in text

@@ -86,7 +86,15 @@ def synthetic() -> report.Series:
             "value": [
                 series({**primary, "variant": "v1"}, [0.1] * 11),
                 series({**primary, "variant": "v2"}, [0.12, 0.13] * 5 + [0.1287]),
-            ]
+            ],
+            "lower": [
+                series({**primary, "variant": "v1"}, [0.1 - 0.04 / (i + 1) for i in range(11)]),
+                series({**primary, "variant": "v2"}, [0.12 - 0.05 / (i + 1) for i in range(11)]),
+            ],
+            "upper": [
+                series({**primary, "variant": "v1"}, [0.1 + 0.04 / (i + 1) for i in range(11)]),
+                series({**primary, "variant": "v2"}, [0.13 + 0.05 / (i + 1) for i in range(11)]),
+            ],
         },
         "lift": {
             "difference": [series({**primary, "variant": "v2"}, [0.02, 0.03] * 5 + [0.0287])],
@@ -163,6 +171,20 @@ def test_every_section_is_there_and_nothing_is_fetched() -> None:
     assert "script" not in checker.tags
     assert all(not re.match(r"(?i)\s*(https?:)?//", link) for link in checker.links), checker.links
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*https?://""", document)
+
+
+def test_each_variants_outcome_is_drawn_with_its_interval_band() -> None:
+    marks = {"origin": START, "span": 600.0, "variants": ["v1", "v2"]}
+    chart = next(c for c in report.charts("ml", "fraud") if c.key == "outcome")
+    assert "arbiter_experiment_metric_value_ci_lower" in chart.queries["lower"]
+    svg = report.render_chart(chart, synthetic()["outcome"], marks)
+    assert svg is not None
+    assert "v1 interval" in svg and "v2 interval" in svg
+    without = {"value": synthetic()["outcome"]["value"]}
+    bare = report.render_chart(chart, without, marks)
+    assert bare is not None and "interval" not in bare, (
+        "no band without bounds (a status written by an older operator)"
+    )
 
 
 def test_the_same_input_gives_the_same_bytes() -> None:

@@ -75,6 +75,11 @@ STATUS: dict[str, Any] = {
                     "pValueAdjusted": 0.08,
                 }
             ],
+            "variants": [
+                {"variant": "v1", "n": 1200, "value": 0.1, "ciLow": 0.085, "ciHigh": 0.117},
+                {"variant": "v2", "n": 1100, "value": 0.12, "ciLow": 0.102, "ciHigh": 0.14},
+                {"variant": "v3", "n": 1, "value": 1.0},
+            ],
         },
         "secondary": [
             {
@@ -156,6 +161,11 @@ def test_every_number_comes_from_the_status_and_spec() -> None:
     assert value(s, "arbiter_experiment_metric_difference_ci_lower", **primary, variant="v2") == -0.004
     assert value(s, "arbiter_experiment_metric_difference_ci_upper", **primary, variant="v2") == 0.044
     assert value(s, "arbiter_experiment_metric_p_value", **primary, variant="v2") == 0.08
+    assert value(s, "arbiter_experiment_metric_value_ci_lower", **primary, variant="v1") == 0.085
+    assert value(s, "arbiter_experiment_metric_value_ci_upper", **primary, variant="v1") == 0.117
+    assert value(s, "arbiter_experiment_metric_value_ci_lower", **primary, variant="v2") == 0.102
+    assert value(s, "arbiter_experiment_metric_value_ci_upper", **primary, variant="v2") == 0.14
+    assert value(s, "arbiter_experiment_metric_value_ci_lower", **primary, variant="v3") is None
     assert value(s, "arbiter_experiment_metric_p_value_adjusted", **primary, variant="v2") == 0.08
     assert value(s, "arbiter_experiment_metric_verdict", **primary, variant="v2", verdict="Inconclusive") == 1
     assert value(s, "arbiter_experiment_metric_verdict", **primary, variant="v2", verdict="Win") == 0

@@ -22,6 +22,7 @@ from arbiter.stats import (
     holm,
     sample_size_mean,
     sample_size_proportion,
+    variant_interval,
 )
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -334,3 +335,32 @@ def test_result_dict_leaves_out_missing_numbers(numbers: dict[str, float], prese
     assert set(row) == always | present
     assert (row["variant"], row["verdict"], row["method"]) == ("v2", "Inconclusive", "Sequential")
     assert "relativeCiLow" not in row and "statistic" not in row, "not shown in status"
+
+
+# ------------------------------------------------------------------ each variant's own interval
+
+
+def test_every_variant_gets_its_own_value_and_interval_at_the_tests_level() -> None:
+    spec = make_spec(challengers=("v2", "v3"))
+    counters = rates(v1=(100, 1000), v2=(150, 1000), v3=(0, 1))
+    report = judge_primary(spec, VIEW, counters, None, {})
+    assert report.analysis is not None
+    rows = {row["variant"]: row for row in report.analysis["variants"]}
+    assert list(rows) == ["v1", "v2", "v3"], "the champion first, then the challengers"
+    alpha = spec.analysis.test.alpha
+    for variant in ("v1", "v2"):
+        stats = counters[variant]
+        assert rows[variant]["n"] == stats.trials and rows[variant]["value"] == stats.mean
+        assert (rows[variant]["ciLow"], rows[variant]["ciHigh"]) == variant_interval(stats, alpha)
+        assert rows[variant]["ciLow"] < stats.mean < rows[variant]["ciHigh"]
+    assert rows["v3"]["value"] == 0.0 and rows["v3"]["ciLow"] == 0.0 and rows["v3"]["ciHigh"] > 0.5
+
+
+def test_a_mean_variant_with_one_sample_has_no_interval() -> None:
+    spec = make_spec(primary=REVENUE)
+    counters = {"v1": means(500, 10.0, 2.0), "v2": MeanStats(1, 12.0, 144.0)}
+    report = judge_primary(spec, VIEW, counters, None, {})
+    assert report.analysis is not None
+    rows = {row["variant"]: row for row in report.analysis["variants"]}
+    assert "ciLow" in rows["v1"] and rows["v1"]["ciLow"] < 10.0 < rows["v1"]["ciHigh"]
+    assert rows["v2"] == {"variant": "v2", "n": 1, "value": 12.0}
