@@ -68,7 +68,9 @@ def charts(namespace: str, name: str, rate_window: str = "1m") -> list[Chart]:
             "The primary metric as the statistical test measured it for each variant (a rate or a "
             "mean over all samples so far); the lines settle as samples accumulate. The shaded band "
             "around each line is the range its true value lies in with the test's confidence at that "
-            "moment; where two bands overlap a lot, the variants cannot be told apart yet.",
+            "moment, and narrows as samples accumulate. The decision is taken on the difference (next "
+            "chart), which is sharper than comparing two bands by eye: bands may overlap a little while "
+            "the difference is already clear.",
             {
                 "value": f"arbiter_experiment_metric_value{{{primary}}}",
                 "lower": f"arbiter_experiment_metric_value_ci_lower{{{primary}}}",
