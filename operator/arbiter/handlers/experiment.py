@@ -62,6 +62,10 @@ WORKER_THREADS = int(os.environ.get("ARBITER_WORKER_THREADS", "16"))
 #: glibc malloc arenas for the worker threads (0: glibc's default of 8 per core). Every thread that
 #: allocates otherwise gets an arena of its own, which keeps freed memory in the process.
 MALLOC_ARENAS = int(os.environ.get("ARBITER_MALLOC_ARENAS", "2"))
+#: Read buffer of each asyncio TLS connection (0: Python's 256 KiB). Kopf's client opens a connection per
+#: concurrent request without a limit, so a burst (finalizers and annotations of hundreds of new
+#: experiments at start-up) held hundreds of 256 KiB buffers at once, and glibc kept the memory afterwards.
+TLS_READ_BUFFER_BYTES = int(os.environ.get("ARBITER_TLS_READ_BUFFER_BYTES", str(32 * 1024)))
 #: How soon a tick whose status write was refused as stale (409) is taken again from a fresh read.
 STALE_RETRY_SECONDS = 0.2
 
@@ -84,9 +88,23 @@ async def size_thread_pool(**_: Any) -> None:
     """Blocking calls run in the loop's default executor; its default of cores + 4 threads queues ticks."""
     if MALLOC_ARENAS > 0:
         _limit_malloc_arenas(MALLOC_ARENAS)
+    if TLS_READ_BUFFER_BYTES > 0:
+        shrink_tls_read_buffers(TLS_READ_BUFFER_BYTES)
     asyncio.get_running_loop().set_default_executor(
         ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="arbiter-io")
     )
+
+
+def shrink_tls_read_buffers(size: int) -> None:
+    """Give every asyncio TLS connection opened from now on a read buffer of ``size`` bytes.
+
+    asyncio's SSLProtocol allocates ``max_size`` (256 KiB) per connection up front and reads at most that
+    much per call; a smaller buffer only means more, smaller reads (a TLS record is at most 16 KiB).
+    """
+    sslproto = getattr(asyncio, "sslproto", None)
+    protocol = getattr(sslproto, "SSLProtocol", None)
+    if protocol is not None and isinstance(getattr(protocol, "max_size", None), int):
+        protocol.max_size = size
 
 
 def _limit_malloc_arenas(arenas: int) -> None:
