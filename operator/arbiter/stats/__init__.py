@@ -24,6 +24,7 @@ from arbiter.stats.decision import (
     TickDecision,
     decide,
 )
+from arbiter.stats.extension import Extension, extension_needed, family_alpha
 from arbiter.stats.fixed import (
     ComparisonResult,
     compare_fixed,
@@ -49,6 +50,7 @@ from arbiter.stats.planning import (
     sample_size_t_test,
     sequential_inflation_factor,
 )
+from arbiter.stats.ratio import RatioStats
 from arbiter.stats.sequential import (
     SequentialResult,
     SequentialState,
@@ -75,12 +77,14 @@ __all__ = [
     "DecisionConfig",
     "DecisionState",
     "Direction",
+    "Extension",
     "GroupSequentialBoundaries",
     "GuardrailResult",
     "MeanStats",
     "Method",
     "MetricType",
     "ProportionStats",
+    "RatioStats",
     "SRMResult",
     "SampleSize",
     "SequentialResult",
@@ -96,6 +100,8 @@ __all__ = [
     "crossing_probabilities",
     "decide",
     "expected_days",
+    "extension_needed",
+    "family_alpha",
     "format_number",
     "group_sequential_boundaries",
     "guardrail_harm_test",
