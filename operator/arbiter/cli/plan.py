@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         return _fail("--challengers must be at least 1")
     share = args.allocation if args.allocation is not None else 1.0 / (k + 1)
     champion_share = 1.0 - k * share
-    if k > 1 and not (0.0 < share and champion_share > 0.0):
+    if k > 1 and not (share > 0.0 and champion_share > 0.0):
         return _fail(
             f"--allocation {share:g} for each of {k} challengers leaves the champion {champion_share:g} "
             "of the traffic; it needs a positive share"
