@@ -16,6 +16,7 @@ from arbiter.stats._types import (
     format_number,
     json_value,
 )
+from arbiter.stats.calibration import CalibrationResult, CellHistory, GuardrailRule, calibrate
 from arbiter.stats.decision import (
     ChallengerDecision,
     ChallengerState,
@@ -71,6 +72,8 @@ from arbiter.stats.sufficient import MeanStats, ProportionStats, SufficientStats
 
 __all__ = [
     "Alternative",
+    "CalibrationResult",
+    "CellHistory",
     "ChallengerDecision",
     "ChallengerState",
     "ComparisonResult",
@@ -80,6 +83,7 @@ __all__ = [
     "Extension",
     "GroupSequentialBoundaries",
     "GuardrailResult",
+    "GuardrailRule",
     "MeanStats",
     "Method",
     "MetricType",
@@ -95,6 +99,7 @@ __all__ = [
     "Verdict",
     "alternative_for",
     "bonferroni",
+    "calibrate",
     "compare_fixed",
     "confidence_sequence",
     "crossing_probabilities",
