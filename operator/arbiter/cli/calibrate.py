@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from typing import Any
 
@@ -237,10 +238,17 @@ def run(args: argparse.Namespace) -> int:
         ],
         **{key: value for key, value in result.to_dict().items() if key not in ("outcomes", "error")},
     }
-    if args.json:
-        print(json.dumps(stats.json_value(report), allow_nan=False))
-    else:
-        _print_human(report)
+    try:
+        if args.json:
+            print(json.dumps(stats.json_value(report), allow_nan=False))
+        else:
+            _print_human(report)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `arbiter calibrate ... | head`: the reader has gone; end quietly, as analyze does.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     return 0
 
 

@@ -134,3 +134,13 @@ def test_user_col_errors_are_one_line(tmp_path, capsys):
     assert "has no column 'nope'" in capsys.readouterr().err
     assert main(["analyze", path, "--user-col", "user", "--segment-col", "variant"]) == 2
     assert "--segment-col cannot be combined with --user-col" in capsys.readouterr().err
+
+
+def test_a_sequential_extension_plans_for_the_msprt_inflation(tmp_path, capsys):
+    path = user_log(tmp_path / "log.parquet", users=600, seed=6)
+    fixed = run_json(capsys, path, "--time-col", "timestamp")["comparisons"][0]["extend"]
+    sequential = run_json(capsys, path, "--time-col", "timestamp", "--method", "sequential")
+    extend = sequential["comparisons"][0]["extend"]
+    assert extend["unit"] == "request" and fixed["inflation_factor"] == 1.0
+    assert extend["inflation_factor"] > 1.5
+    assert extend["required_control"] > 1.5 * fixed["required_control"]
