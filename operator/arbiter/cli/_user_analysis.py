@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from arbiter.cli._users import UserAggregate, age_buckets, aggregate_users
+from arbiter.cli._users import UserAggregate, age_buckets, aggregate_users, user_buckets
 
 COHORT_SECONDS = {"hour": 3600, "day": 86400, "week": 7 * 86400}
 
@@ -150,8 +150,8 @@ def analyse_users(args: argparse.Namespace, weights: dict[str, float] | None) ->
         },
         "comparisons": comparisons,
     }
-    if args.method == "sequential" and args.time_col:
-        report["note"] = "the sequential replay over looks is request-level only; this is one look at the end"
+    if args.method == "sequential" and args.time_col and agg.first.size:
+        _replay_user_looks(comparisons, agg, leaked_user, control, challengers, args, alternative)
     if srm.mismatch:
         _invalidate(report, srm.p_value)
     daily = None
@@ -163,6 +163,97 @@ def analyse_users(args: argparse.Namespace, weights: dict[str, float] | None) ->
         daily = users_total / days if days > 0 else None
         report["cohorts"] = _exposure_cohorts(agg, kept, leaked_user, control, challengers, args, start, end)
     return report, (as_means, daily)
+
+
+def _replay_user_looks(
+    comparisons: list[dict[str, Any]],
+    agg: UserAggregate,
+    leaked_user: Any,
+    control: str,
+    challengers: list[str],
+    args: argparse.Namespace,
+    alternative: Any,
+) -> None:
+    """The sequential test at ``--looks`` equally spaced times, on the users seen so far at each look.
+
+    As ``analyze``'s request-level replay: the always-valid p-value and confidence sequence carried over
+    the looks, Holm across the challengers at every look, ``stopped_at_look`` the first look at which the
+    adjusted p-value reached alpha. The mixing variance is frozen from the control at the first look.
+    """
+    from arbiter import stats
+    from arbiter.cli.analyze import _decision_text
+
+    start, end = int(agg.first.min()), int(agg.last.max()) + 1
+    cuts = np.linspace(start, end, args.looks + 1)[1:]
+
+    def look_of(seconds: Any, _first: Any) -> Any:
+        return np.searchsorted(cuts, seconds, side="right")
+
+    users, variant, look, n, total = user_buckets(
+        args.file, agg, args.variant_col, args.outcome_col, args.user_col, args.time_col, look_of
+    )
+    kept = ~leaked_user[users]
+    pair = users * (1 << 10) + variant
+    ids = {name: agg.variants.index(name) for name in [control, *challengers]}
+    states: dict[str, Any] = dict.fromkeys(challengers)
+    history: dict[str, list[dict[str, Any]]] = {name: [] for name in challengers}
+    stopped: dict[str, dict[str, Any] | None] = dict.fromkeys(challengers)
+    mixing = None
+    for index, cut in enumerate(cuts):
+        upto = kept & (look <= index)
+        unique, inverse = np.unique(pair[upto], return_inverse=True)
+        y = np.bincount(inverse, weights=total[upto], minlength=unique.size)
+        count = np.bincount(inverse, weights=n[upto], minlength=unique.size)
+        of_variant = unique % (1 << 10)
+
+        def cell(name: str, y: Any = y, count: Any = count, of_variant: Any = of_variant) -> Any:
+            chosen = of_variant == ids[name]
+            return _ratio(y[chosen], count[chosen])
+
+        control_ratio = cell(control)
+        if mixing is None and control_ratio.units > 0 and control_ratio.ratio:
+            mixing = (args.mde * control_ratio.ratio) ** 2
+        p_values = []
+        for name in challengers:
+            result = stats.msprt_test(
+                control_ratio.as_mean_stats(),
+                cell(name).as_mean_stats(),
+                mixing,
+                args.alpha,
+                alternative,
+                states[name],
+            )
+            states[name] = result.state
+            p_values.append(result.p_value)
+            history[name].append(
+                {
+                    "look": index + 1,
+                    "time": iso(float(cut)),
+                    "n_control": result.n_control,
+                    "n_treatment": result.n_treatment,
+                    "p_value": result.p_value,
+                    "ci_low": result.ci_low,
+                    "ci_high": result.ci_high,
+                }
+            )
+        for name, p_adj in zip(challengers, stats.holm(p_values), strict=True):
+            history[name][-1]["p_value_adjusted"] = p_adj
+            if stopped[name] is None and math.isfinite(p_adj) and p_adj <= args.alpha:
+                stopped[name] = history[name][-1]
+    direction = stats.Direction(args.direction)
+    for row in comparisons:
+        name = row["variant"]
+        last, stop = history[name][-1], stopped[name]
+        row.update(p_value=last["p_value"], p_value_adjusted=last["p_value_adjusted"])
+        row.update(ci_low=last["ci_low"], ci_high=last["ci_high"])
+        row["significant"] = (
+            math.isfinite(last["p_value_adjusted"]) and last["p_value_adjusted"] <= args.alpha
+        )
+        row["decision"] = _decision_text(row, direction)
+        row["looks"] = history[name]
+        row["stopped_at_look"] = None if stop is None else stop["look"]
+        row["stopped_at_time"] = None if stop is None else stop["time"]
+        row["stopped_n_treatment"] = None if stop is None else stop["n_treatment"]
 
 
 def _compare_cells(

@@ -10,7 +10,7 @@ since its user's first exposure (for the novelty check by exposure).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -220,12 +220,38 @@ def age_buckets(
     Returns:
         user codes, variant codes, ages, requests and outcome sums (aligned arrays).
     """
+
+    def age(seconds: Any, first: Any) -> Any:
+        return np.maximum((seconds - first) // bucket_seconds, 0)
+
+    return user_buckets(path, aggregate, variant_col, outcome_col, user_col, time_col, age)
+
+
+def user_buckets(
+    path: str,
+    aggregate: UserAggregate,
+    variant_col: str,
+    outcome_col: str,
+    user_col: str,
+    time_col: str,
+    bucket_of: Callable[[npt.NDArray[np.int64], npt.NDArray[np.int64]], npt.NDArray[np.int64]],
+) -> tuple[
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+]:
+    """Re-read the file: one row per (user, variant, bucket), ``bucket_of(seconds, user's first exposure)``.
+
+    Returns:
+        user codes, variant codes, buckets, requests and outcome sums (aligned arrays).
+    """
     first_seen = aggregate.first_exposure()
     columns = list(dict.fromkeys((variant_col, outcome_col, user_col, time_col)))
     scratch = UserAggregate(variants=list(aggregate.variants), users=dict(aggregate.users))
     reader = _Reader(scratch)
     reader.variant_ids = {name: index for index, name in enumerate(aggregate.variants)}
-    reader.times.time_scale = None
     users_total = max(len(aggregate.users), 1)
     keys = np.zeros(0, dtype=np.int64)
     n: Any = np.zeros(0)
@@ -235,8 +261,8 @@ def age_buckets(
         if parts is None:
             continue
         variants, users, values, seconds = parts
-        ages = np.maximum((seconds - first_seen[users]) // bucket_seconds, 0)
-        batch_keys = (ages * users_total + users) << _VARIANT_BITS | variants
+        buckets = np.asarray(bucket_of(seconds, first_seen[users]), dtype=np.int64)
+        batch_keys = (buckets * users_total + users) << _VARIANT_BITS | variants
         unique, inverse = np.unique(np.concatenate([keys, batch_keys]), return_inverse=True)
         n = np.bincount(inverse, weights=np.concatenate([n, np.ones_like(values)]), minlength=unique.size)
         total = np.bincount(inverse, weights=np.concatenate([total, values]), minlength=unique.size)

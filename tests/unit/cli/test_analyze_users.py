@@ -144,3 +144,17 @@ def test_a_sequential_extension_plans_for_the_msprt_inflation(tmp_path, capsys):
     assert extend["unit"] == "request" and fixed["inflation_factor"] == 1.0
     assert extend["inflation_factor"] > 1.5
     assert extend["required_control"] > 1.5 * fixed["required_control"]
+
+
+def test_sequential_replay_over_looks_counts_users_seen_so_far(tmp_path, capsys):
+    path = user_log(tmp_path / "log.parquet", users=4000, seed=7, lift=0.08)
+    out = run_json(capsys, path, "--user-col", "user", "--time-col", "timestamp", "--method", "sequential")
+    row = out["comparisons"][0]
+    looks = row["looks"]
+    assert len(looks) == 20 and row["decision"] == "Win"
+    users_seen = [look["n_control"] + look["n_treatment"] for look in looks]
+    assert users_seen == sorted(users_seen) and users_seen[-1] == row["n_control"] + row["n_treatment"]
+    assert 1 <= row["stopped_at_look"] < 20
+    datetime.fromisoformat(row["stopped_at_time"].replace("Z", "+00:00"))
+    p_values = [look["p_value"] for look in looks]
+    assert p_values == sorted(p_values, reverse=True)  # always-valid: a running minimum
