@@ -69,7 +69,7 @@ def _ratio(numerators: Any, denominators: Any) -> Any:
 
 
 def analyse_users(args: argparse.Namespace, weights: dict[str, float] | None) -> tuple[dict[str, Any], Any]:
-    """The user-level report, and the per-variant statistics (for the extension) keyed by variant."""
+    """The user-level report, and each variant's user-level statistics (for the extension)."""
     from arbiter import stats
     from arbiter.cli.analyze import UsageError, _compare_all, _invalidate, choose_control
 
@@ -154,15 +154,11 @@ def analyse_users(args: argparse.Namespace, weights: dict[str, float] | None) ->
         _replay_user_looks(comparisons, agg, leaked_user, control, challengers, args, alternative)
     if srm.mismatch:
         _invalidate(report, srm.p_value)
-    daily = None
     if args.time_col and agg.first.size:
         start, end = int(agg.first.min()), int(agg.last.max()) + 1
         report["period"] = {"start": iso(start), "end": iso(end)}
-        days = (end - start) / 86400
-        # New users a day entering the experiment: the rate at which more units arrive.
-        daily = users_total / days if days > 0 else None
         report["cohorts"] = _exposure_cohorts(agg, kept, leaked_user, control, challengers, args, start, end)
-    return report, (as_means, daily)
+    return report, as_means
 
 
 def _replay_user_looks(

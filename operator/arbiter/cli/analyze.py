@@ -120,10 +120,11 @@ def run(args: argparse.Namespace) -> int:
         if args.user_col:
             from arbiter.cli._user_analysis import analyse_users
 
-            report, (by_variant, _daily) = analyse_users(args, weights)
+            report, by_variant = analyse_users(args, weights)
             period = report.get("period")
             span_days = None
             if period:
+                # Users in the two arms over the log's period: the rate at which more units arrive.
                 span_days = (_epoch(period["end"]) - _epoch(period["start"])) / 86400
             add_extensions(report, by_variant, args, span_days)
         else:
