@@ -161,3 +161,10 @@ def test_bad_configuration_is_an_error_not_a_crash():
     assert calibrate(history, fixed(0.05), treatment_share=1.5).error
     assert calibrate(history, DecisionConfig(metric="Proportion", alpha=2.0)).error
     assert calibrate(history, fixed(0.05), [GuardrailRule("nope", MetricType.PROPORTION, 0.0)]).error
+
+
+def test_the_default_sequential_test_stays_within_alpha_over_every_tick():
+    """The mSPRT is always valid: looking at all 20 ticks keeps false Win/Loss decisions at most alpha."""
+    config = DecisionConfig(metric="Proportion", mde=0.10, alpha=0.05)
+    result = calibrate(independent_requests(seed=11), config, replicates=300, seed=12)
+    assert (result.promoted + result.rolled_back_by_loss) / result.replicates <= 0.05 + 0.03
