@@ -73,9 +73,10 @@ def analyse_users(args: argparse.Namespace, weights: dict[str, float] | None) ->
     from arbiter import stats
     from arbiter.cli.analyze import UsageError, _compare_all, _invalidate, choose_control
 
-    if args.segment_col:
-        raise UsageError("--segment-col cannot be combined with --user-col yet")
-    agg = aggregate_users(args.file, args.variant_col, args.outcome_col, args.user_col, args.time_col)
+    segmented = aggregate_users(
+        args.file, args.variant_col, args.outcome_col, args.user_col, args.time_col, args.segment_col
+    )
+    agg = segmented.without_segments()
     variants = agg.variants
     if len(variants) < 2:
         found = variants[0] if variants else "none"
@@ -150,6 +151,8 @@ def analyse_users(args: argparse.Namespace, weights: dict[str, float] | None) ->
         },
         "comparisons": comparisons,
     }
+    if args.segment_col:
+        report["segments"] = _user_segments(segmented, leaked_user, control, challengers, args, alternative)
     if args.method == "sequential" and args.time_col and agg.first.size:
         _replay_user_looks(comparisons, agg, leaked_user, control, challengers, args, alternative)
     if srm.mismatch:
@@ -159,6 +162,46 @@ def analyse_users(args: argparse.Namespace, weights: dict[str, float] | None) ->
         report["period"] = {"start": iso(start), "end": iso(end)}
         report["cohorts"] = _exposure_cohorts(agg, kept, leaked_user, control, challengers, args, start, end)
     return report, as_means
+
+
+def _user_segments(
+    segmented: UserAggregate,
+    leaked_user: Any,
+    control: str,
+    challengers: list[str],
+    args: argparse.Namespace,
+    alternative: Any,
+) -> dict[str, Any]:
+    """Per segment, users of that segment (with their requests in it); sized by users."""
+    from arbiter import stats
+    from arbiter.cli.analyze import _compare_all, segment_section
+
+    direction = stats.Direction(args.direction)
+    kept = ~leaked_user[segmented.user]
+    pairs: list[tuple[str, dict[str, Any]]] = []
+    sizes: dict[str, float] = {}
+    for s_index, segment in enumerate(segmented.segments):
+        here = kept & (segmented.segment == s_index)
+        sizes[segment] = float(np.unique(segmented.user[here]).size)
+
+        def cell(name: str, here: Any = here) -> Any:
+            chosen = here & (segmented.variant == segmented.variants.index(name))
+            return _ratio(segmented.total[chosen], segmented.n[chosen])
+
+        seg_control = cell(control)
+        rows = _compare_all(
+            seg_control.as_mean_stats(),
+            {name: cell(name).as_mean_stats() for name in challengers},
+            args,
+            alternative,
+            direction,
+            (args.mde * seg_control.ratio) ** 2 if seg_control.units else 0.0,
+            adjust=False,
+        )
+        pairs.extend((segment, row) for row in rows)
+    section = segment_section(pairs, sizes, args, direction)
+    section["unit"] = "user"
+    return section
 
 
 def _replay_user_looks(

@@ -29,6 +29,7 @@ from arbiter.cli._datasets import (
 )
 
 _VARIANT_BITS = 10
+_SEGMENT_BITS = 16
 
 
 @dataclass
@@ -37,6 +38,8 @@ class UserAggregate:
 
     variants: list[str] = field(default_factory=list)
     users: dict[str, int] = field(default_factory=dict)
+    segments: list[str] = field(default_factory=list)
+    segment: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     user: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     variant: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     n: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
@@ -51,7 +54,35 @@ class UserAggregate:
 
     def variants_per_user(self) -> npt.NDArray[np.int64]:
         """How many variants each user (by code) was seen in."""
-        return np.bincount(self.user, minlength=len(self.users)).astype(np.int64)
+        pairs = np.unique((self.user << _VARIANT_BITS) | self.variant)
+        return np.bincount(pairs >> _VARIANT_BITS, minlength=len(self.users)).astype(np.int64)
+
+    def without_segments(self) -> UserAggregate:
+        """One row per (user, variant) again: a user's rows in several segments added up."""
+        if not self.segments:
+            return self
+        keys, sums, first, last = _merge(
+            (self.user << _VARIANT_BITS) | self.variant,
+            [self.n, self.total, self.squares],
+            self.first,
+            self.last,
+        )
+        return UserAggregate(
+            variants=self.variants,
+            users=self.users,
+            segment=np.zeros(keys.size, dtype=np.int64),
+            user=keys >> _VARIANT_BITS,
+            variant=keys & ((1 << _VARIANT_BITS) - 1),
+            n=sums[0],
+            total=sums[1],
+            squares=sums[2],
+            first=first,
+            last=last,
+            rows=self.rows,
+            dropped_rows=self.dropped_rows,
+            binary=self.binary,
+            has_time=self.has_time,
+        )
 
     def first_exposure(self) -> npt.NDArray[np.int64]:
         """Each user's first time (seconds) over every variant, by user code."""
@@ -83,6 +114,7 @@ class _Reader:
     def __init__(self, result: UserAggregate) -> None:
         self.result = result
         self.variant_ids: dict[str, int] = {}
+        self.segment_ids: dict[str, int] = {}
         self.times = _Accumulator(has_time=True)  # its epoch/ISO-8601 parsing, nothing else
 
     def codes(
@@ -95,7 +127,7 @@ class _Reader:
             if code is None:
                 code = len(table)
                 if limit is not None and code >= limit:
-                    raise DatasetError(f"too many distinct variant values (more than {limit})")
+                    raise DatasetError(f"too many distinct variant or segment values (more than {limit})")
                 table[name] = code
                 if names is not None:
                     names.append(name)
@@ -103,10 +135,16 @@ class _Reader:
         return mapping[encoded.indices.to_numpy(zero_copy_only=False)]
 
     def columns(
-        self, batch: pa.RecordBatch, variant_col: str, outcome_col: str, user_col: str, time_col: str | None
-    ) -> tuple[Any, Any, Any, Any] | None:
-        """Variant codes, user codes, outcomes and seconds (zeros without a time column) of a batch."""
-        wanted = [variant_col, outcome_col, user_col, *([time_col] if time_col else [])]
+        self,
+        batch: pa.RecordBatch,
+        variant_col: str,
+        outcome_col: str,
+        user_col: str,
+        time_col: str | None,
+        segment_col: str | None = None,
+    ) -> tuple[Any, Any, Any, Any, Any] | None:
+        """Variant codes, user codes, outcomes, seconds (zeros without a time column), segment codes."""
+        wanted = [variant_col, outcome_col, user_col, *(c for c in (time_col, segment_col) if c)]
         valid = None
         for name in wanted:
             not_null = pc.is_valid(batch.column(name))
@@ -136,7 +174,12 @@ class _Reader:
             seconds = self.times._seconds(batch.column(time_col))
         else:
             seconds = np.zeros(values.size, dtype=np.int64)
-        return variants, users, values, seconds
+        segments = np.zeros(values.size, dtype=np.int64)
+        if segment_col:
+            segments = self.codes(
+                batch.column(segment_col), self.segment_ids, self.result.segments, 1 << _SEGMENT_BITS
+            )
+        return variants, users, values, seconds, segments
 
 
 def _batches(path: str, columns: list[str], string_columns: list[str], outcome_col: str) -> Iterator[Any]:
@@ -161,26 +204,32 @@ def _read(path: str, columns: list[str], string_columns: list[str], outcome_col:
 
 
 def aggregate_users(
-    path: str, variant_col: str, outcome_col: str, user_col: str, time_col: str | None = None
+    path: str,
+    variant_col: str,
+    outcome_col: str,
+    user_col: str,
+    time_col: str | None = None,
+    segment_col: str | None = None,
 ) -> UserAggregate:
-    """Stream ``path`` into one row per (user, variant).
+    """Stream ``path`` into one row per (user, variant), or per (user, segment, variant) with a segment.
 
     Raises:
         DatasetError: with a one-line message when the file or a column cannot be used.
     """
-    columns = list(dict.fromkeys(c for c in (variant_col, outcome_col, user_col, time_col) if c))
+    columns = list(dict.fromkeys(c for c in (variant_col, outcome_col, user_col, time_col, segment_col) if c))
     result = UserAggregate(has_time=time_col is not None)
     reader = _Reader(result)
     keys = np.zeros(0, dtype=np.int64)
     sums = [np.zeros(0), np.zeros(0), np.zeros(0)]
     first = np.zeros(0, dtype=np.int64)
     last = np.zeros(0, dtype=np.int64)
-    for batch in _read(path, columns, [variant_col, user_col], outcome_col):
-        parts = reader.columns(batch, variant_col, outcome_col, user_col, time_col)
+    strings = [c for c in (variant_col, user_col, segment_col) if c]
+    for batch in _read(path, columns, strings, outcome_col):
+        parts = reader.columns(batch, variant_col, outcome_col, user_col, time_col, segment_col)
         if parts is None:
             continue
-        variants, users, values, seconds = parts
-        batch_keys = (users << _VARIANT_BITS) | variants
+        variants, users, values, seconds, segments = parts
+        batch_keys = (((users << _SEGMENT_BITS) | segments) << _VARIANT_BITS) | variants
         keys, sums, first, last = _merge(
             np.concatenate([keys, batch_keys]),
             [
@@ -191,7 +240,8 @@ def aggregate_users(
             np.concatenate([first, seconds]),
             np.concatenate([last, seconds]),
         )
-    result.user = keys >> _VARIANT_BITS
+    result.user = keys >> (_VARIANT_BITS + _SEGMENT_BITS)
+    result.segment = (keys >> _VARIANT_BITS) & ((1 << _SEGMENT_BITS) - 1)
     result.variant = keys & ((1 << _VARIANT_BITS) - 1)
     result.n, result.total, result.squares = sums
     result.first, result.last = first, last
@@ -260,7 +310,7 @@ def user_buckets(
         parts = reader.columns(batch, variant_col, outcome_col, user_col, time_col)
         if parts is None:
             continue
-        variants, users, values, seconds = parts
+        variants, users, values, seconds, _segments = parts
         buckets = np.asarray(bucket_of(seconds, first_seen[users]), dtype=np.int64)
         batch_keys = (buckets * users_total + users) << _VARIANT_BITS | variants
         unique, inverse = np.unique(np.concatenate([keys, batch_keys]), return_inverse=True)

@@ -316,7 +316,6 @@ def _analyse(aggregate: Any, args: argparse.Namespace, weights: dict[str, float]
     report["comparisons"] = comparisons
 
     if args.segment_col:
-        rows = []
         pairs: list[tuple[str, dict[str, Any]]] = []
         for s_index, segment in enumerate(aggregate.segments):
             mask = segment_ids == s_index
@@ -341,28 +340,10 @@ def _analyse(aggregate: Any, args: argparse.Namespace, weights: dict[str, float]
                 adjust=False,
             )
             pairs.extend((segment, row) for row in seg_rows)
-        adjusted = stats.holm([row["p_value"] for _, row in pairs])
-        for (segment, row), p_adj in zip(pairs, adjusted, strict=True):
-            row["p_value_adjusted"] = p_adj
-            row["significant"] = math.isfinite(p_adj) and p_adj <= args.alpha
-            row["decision"] = _decision_text(row, direction)
-            rows.append({"segment": segment, **row})
         sizes: dict[str, float] = {}
         for s_index, segment in enumerate(aggregate.segments):
             sizes[segment] = float(aggregate.n[segment_ids == s_index].sum())
-        total_segments = len(sizes)
-        kept = set(sorted(sizes, key=lambda name: -sizes[name])[: args.max_segments])
-        report["segments"] = {
-            "column": args.segment_col,
-            "exploratory": True,
-            "note": "exploratory: Holm-adjusted across every segment x challenger comparison",
-            "total": total_segments,
-            "shown": len(kept),
-            "truncated": total_segments > len(kept),
-            "comparisons": sorted(
-                (row for row in rows if row["segment"] in kept), key=lambda row: -sizes[row["segment"]]
-            ),
-        }
+        report["segments"] = segment_section(pairs, sizes, args, direction)
 
     if srm.mismatch:
         _invalidate(report, srm.p_value)
@@ -378,6 +359,34 @@ def _analyse(aggregate: Any, args: argparse.Namespace, weights: dict[str, float]
     add_extensions(report, {control: control_stats, **treatment_stats}, args, span_days)
     del np
     return report
+
+
+def segment_section(
+    pairs: list[tuple[str, dict[str, Any]]], sizes: dict[str, float], args: argparse.Namespace, direction: Any
+) -> dict[str, Any]:
+    """Holm across every segment x challenger, then the ``--max-segments`` largest segments (by size)."""
+    from arbiter import stats
+
+    rows = []
+    adjusted = stats.holm([row["p_value"] for _, row in pairs])
+    for (segment, row), p_adj in zip(pairs, adjusted, strict=True):
+        row["p_value_adjusted"] = p_adj
+        row["significant"] = math.isfinite(p_adj) and p_adj <= args.alpha
+        row["decision"] = _decision_text(row, direction)
+        rows.append({"segment": segment, **row})
+    total_segments = len(sizes)
+    kept = set(sorted(sizes, key=lambda name: -sizes[name])[: args.max_segments])
+    return {
+        "column": args.segment_col,
+        "exploratory": True,
+        "note": "exploratory: Holm-adjusted across every segment x challenger comparison",
+        "total": total_segments,
+        "shown": len(kept),
+        "truncated": total_segments > len(kept),
+        "comparisons": sorted(
+            (row for row in rows if row["segment"] in kept), key=lambda row: -sizes[row["segment"]]
+        ),
+    }
 
 
 def _invalidate(report: dict[str, Any], p_value: float) -> None:

@@ -43,6 +43,7 @@ def user_log(
             "outcome": outcome,
             "user": np.char.add("u", user.astype(str)),
             "timestamp": START + first[user] + age,
+            "platform": np.where(np.repeat(np.arange(users) % 3 == 0, requests), "ios", "web"),
         }
     )
     pq.write_table(table, path)
@@ -132,8 +133,23 @@ def test_user_col_errors_are_one_line(tmp_path, capsys):
     path = user_log(tmp_path / "log.parquet", users=200, seed=5)
     assert main(["analyze", path, "--user-col", "nope"]) == 2
     assert "has no column 'nope'" in capsys.readouterr().err
-    assert main(["analyze", path, "--user-col", "user", "--segment-col", "variant"]) == 2
-    assert "--segment-col cannot be combined with --user-col" in capsys.readouterr().err
+
+
+def test_segments_at_the_user_level(tmp_path, capsys):
+    path = user_log(tmp_path / "log.parquet", users=3000, seed=8, leaked=30)
+    out = run_json(capsys, path, "--user-col", "user", "--segment-col", "platform")
+    segments = out["segments"]
+    assert segments["unit"] == "user" and segments["total"] == 2 and not segments["truncated"]
+    by_segment = {row["segment"]: row for row in segments["comparisons"]}
+    # Every user has one platform: the segments' users add up to the users compared (leaked ones left out).
+    whole = out["comparisons"][0]
+    assert sum(r["n_control"] + r["n_treatment"] for r in by_segment.values()) == (
+        whole["n_control"] + whole["n_treatment"]
+    )
+    ios_users = len([u for u in range(30, 3000) if u % 3 == 0])
+    assert by_segment["ios"]["n_control"] + by_segment["ios"]["n_treatment"] == ios_users
+    for row in by_segment.values():
+        assert row["p_value_adjusted"] >= row["p_value"]
 
 
 def test_a_sequential_extension_plans_for_the_msprt_inflation(tmp_path, capsys):
