@@ -46,6 +46,9 @@ def register(subparsers: Any) -> None:
         default=0.05,
         help="relative MDE that sets the sequential mixing variance (default 0.05)",
     )
+    parser.add_argument(
+        "--power", type=float, default=0.8, help="power the extension of an inconclusive test plans for"
+    )
     parser.add_argument("--expected-weights", help="configured split, e.g. v1=0.9,v2=0.1 (default: equal)")
     parser.add_argument("--srm-threshold", type=float, default=0.001)
     parser.add_argument("--segment-col", help="also compare within each segment (exploratory)")
@@ -58,6 +61,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--time-col", help="timestamp column: per-cohort lift and, for sequential, looks")
     parser.add_argument("--looks", type=int, default=20, help="looks replayed over time for sequential")
     parser.add_argument("--cohort", choices=["auto", "hour", "day", "week"], default="auto")
+    parser.add_argument(
+        "--user-col",
+        help="user (randomisation unit) column: judge users, not requests (delta method), report leakage",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
@@ -105,17 +112,37 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--looks must be at least 1")
         if args.mde <= 0:
             raise UsageError("--mde must be positive")
+        if not (0.0 < args.power < 1.0):
+            raise UsageError("--power must be between 0 and 1")
         if args.max_segments < 1:
             raise UsageError("--max-segments must be at least 1")
         weights = _parse_weights(args.expected_weights) if args.expected_weights else None
-        aggregate = aggregate_file(
-            args.file, args.variant_col, args.outcome_col, args.segment_col, args.time_col
-        )
-        report = _analyse(aggregate, args, weights)
+        if args.user_col:
+            from arbiter.cli._user_analysis import analyse_users
+
+            report, by_variant = analyse_users(args, weights)
+            period = report.get("period")
+            span_days = None
+            if period:
+                # Users in the two arms over the log's period: the rate at which more units arrive.
+                span_days = (_epoch(period["end"]) - _epoch(period["start"])) / 86400
+            add_extensions(report, by_variant, args, span_days)
+        else:
+            aggregate = aggregate_file(
+                args.file, args.variant_col, args.outcome_col, args.segment_col, args.time_col
+            )
+            report = _analyse(aggregate, args, weights)
     except (UsageError, DatasetError) as error:
         print(f"arbiter analyze: error: {error}", file=sys.stderr)
         return 2
     report["elapsed_seconds"] = round(time.perf_counter() - started, 3)
+    leakage = report.get("leakage")
+    if leakage and leakage["users"]:
+        print(
+            f"arbiter analyze: warning: {leakage['users']:,} users ({leakage['share']:.2%}) were seen in more "
+            "than one variant (assignment leakage); they are left out of the analysis",
+            file=sys.stderr,
+        )
     segments = report.get("segments")
     if segments and segments["truncated"]:
         print(
@@ -147,6 +174,67 @@ def _stats_for(metric: str, n: float, total: float, squares: float) -> Any:
     return ProportionStats(total, n) if metric == "proportion" else MeanStats(n, total, squares)
 
 
+def choose_control(requested: str | None, sizes: dict[str, float], weights: dict[str, float] | None) -> str:
+    """``--control``, else a variant named control, else the first weight's, else the largest variant."""
+    if requested is not None:
+        return requested
+    if "control" in sizes:
+        return "control"
+    if weights and next(iter(weights)) in sizes:
+        return next(iter(weights))
+    return max(sizes, key=lambda name: sizes[name])
+
+
+def _epoch(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def add_extensions(
+    report: dict[str, Any], by_variant: dict[str, Any], args: argparse.Namespace, span_days: float | None
+) -> None:
+    """For each inconclusive comparison: how many more units (and days) until the test has its power.
+
+    The required size is the fixed-horizon normal formula with the observed variances and split, at the
+    MDE (``--mde``, relative to the control's value), ``--power``, and Holm's first step over the
+    challengers (``alpha / k``); a sequential test plans for its inflation factor at ``--looks`` looks.
+    Days assume the two arms keep arriving at their observed rate over the log's period.
+    """
+    from arbiter import stats
+
+    control = report["control"]
+    family = len(report["comparisons"])
+    inflation = 1.0
+    if args.method == "sequential":
+        inflation = stats.sequential_inflation_factor(
+            stats.Method.SEQUENTIAL, looks=args.looks, alpha=args.alpha, power=args.power, sides=args.sides
+        )
+    for row in report["comparisons"]:
+        if row["decision"] != "Inconclusive":
+            continue
+        control_stats, treatment_stats = by_variant[control], by_variant[row["variant"]]
+        daily = None
+        if span_days:
+            daily = (control_stats.n + treatment_stats.n) / span_days
+        extension = stats.extension_needed(
+            control_stats,
+            treatment_stats,
+            args.mde * abs(control_stats.mean),
+            alpha=args.alpha,
+            power=args.power,
+            sides=args.sides,
+            family_size=family,
+            inflation_factor=inflation,
+            daily_traffic=daily,
+        )
+        row["extend"] = {
+            "unit": report.get("unit", "request"),
+            "relative_mde": args.mde,
+            **extension.to_dict(),
+        }
+
+
 def _analyse(aggregate: Any, args: argparse.Namespace, weights: dict[str, float] | None) -> dict[str, Any]:
     import numpy as np
 
@@ -172,14 +260,7 @@ def _analyse(aggregate: Any, args: argparse.Namespace, weights: dict[str, float]
         )
         for i, name in enumerate(variants)
     }
-    control = args.control
-    if control is None:
-        if "control" in per_variant:
-            control = "control"
-        elif weights and next(iter(weights)) in per_variant:
-            control = next(iter(weights))
-        else:
-            control = max(per_variant, key=lambda name: per_variant[name][0])
+    control = choose_control(args.control, {name: v[0] for name, v in per_variant.items()}, weights)
     if control not in per_variant:
         raise UsageError(f"control variant {control!r} not found; variants: {', '.join(variants)}")
     challengers = [name for name in variants if name != control]
@@ -235,7 +316,6 @@ def _analyse(aggregate: Any, args: argparse.Namespace, weights: dict[str, float]
     report["comparisons"] = comparisons
 
     if args.segment_col:
-        rows = []
         pairs: list[tuple[str, dict[str, Any]]] = []
         for s_index, segment in enumerate(aggregate.segments):
             mask = segment_ids == s_index
@@ -260,28 +340,10 @@ def _analyse(aggregate: Any, args: argparse.Namespace, weights: dict[str, float]
                 adjust=False,
             )
             pairs.extend((segment, row) for row in seg_rows)
-        adjusted = stats.holm([row["p_value"] for _, row in pairs])
-        for (segment, row), p_adj in zip(pairs, adjusted, strict=True):
-            row["p_value_adjusted"] = p_adj
-            row["significant"] = math.isfinite(p_adj) and p_adj <= args.alpha
-            row["decision"] = _decision_text(row, direction)
-            rows.append({"segment": segment, **row})
         sizes: dict[str, float] = {}
         for s_index, segment in enumerate(aggregate.segments):
             sizes[segment] = float(aggregate.n[segment_ids == s_index].sum())
-        total_segments = len(sizes)
-        kept = set(sorted(sizes, key=lambda name: -sizes[name])[: args.max_segments])
-        report["segments"] = {
-            "column": args.segment_col,
-            "exploratory": True,
-            "note": "exploratory: Holm-adjusted across every segment x challenger comparison",
-            "total": total_segments,
-            "shown": len(kept),
-            "truncated": total_segments > len(kept),
-            "comparisons": sorted(
-                (row for row in rows if row["segment"] in kept), key=lambda row: -sizes[row["segment"]]
-            ),
-        }
+        report["segments"] = segment_section(pairs, sizes, args, direction)
 
     if srm.mismatch:
         _invalidate(report, srm.p_value)
@@ -290,8 +352,41 @@ def _analyse(aggregate: Any, args: argparse.Namespace, weights: dict[str, float]
         report["cohorts"] = _cohorts(
             aggregate, variant_ids, buckets, control, challengers, metric, args, alternative
         )
+    span_days = None
+    if args.time_col and aggregate.keys.size:
+        seconds = buckets * aggregate.resolution
+        span_days = float(seconds.max() - seconds.min() + aggregate.resolution) / 86400
+    add_extensions(report, {control: control_stats, **treatment_stats}, args, span_days)
     del np
     return report
+
+
+def segment_section(
+    pairs: list[tuple[str, dict[str, Any]]], sizes: dict[str, float], args: argparse.Namespace, direction: Any
+) -> dict[str, Any]:
+    """Holm across every segment x challenger, then the ``--max-segments`` largest segments (by size)."""
+    from arbiter import stats
+
+    rows = []
+    adjusted = stats.holm([row["p_value"] for _, row in pairs])
+    for (segment, row), p_adj in zip(pairs, adjusted, strict=True):
+        row["p_value_adjusted"] = p_adj
+        row["significant"] = math.isfinite(p_adj) and p_adj <= args.alpha
+        row["decision"] = _decision_text(row, direction)
+        rows.append({"segment": segment, **row})
+    total_segments = len(sizes)
+    kept = set(sorted(sizes, key=lambda name: -sizes[name])[: args.max_segments])
+    return {
+        "column": args.segment_col,
+        "exploratory": True,
+        "note": "exploratory: Holm-adjusted across every segment x challenger comparison",
+        "total": total_segments,
+        "shown": len(kept),
+        "truncated": total_segments > len(kept),
+        "comparisons": sorted(
+            (row for row in rows if row["segment"] in kept), key=lambda row: -sizes[row["segment"]]
+        ),
+    }
 
 
 def _invalidate(report: dict[str, Any], p_value: float) -> None:
@@ -419,7 +514,7 @@ def _replay_looks(
             history[name].append(
                 {
                     "look": look,
-                    "time": float(cut),
+                    "time": iso(float(cut)),
                     "n_control": result.n_control,
                     "n_treatment": result.n_treatment,
                     "p_value": result.p_value,
@@ -490,7 +585,7 @@ def _cohorts(
                 {
                     "variant": name,
                     "cohort": int(cohort),
-                    "cohort_start": float(int(seconds.min()) + cohort * length),
+                    "cohort_start": iso(float(int(seconds.min()) + cohort * length)),
                     "n_control": result.n_control,
                     "n_treatment": result.n_treatment,
                     "absolute_difference": result.absolute_difference,
@@ -526,7 +621,21 @@ def _cohorts(
                 novelty_effect=bool(shrinking),
             )
         trends.append(trend)
-    return {"column": args.time_col, "unit": unit, "comparisons": rows, "trend": trends}
+    return {
+        "kind": "calendar",
+        "column": args.time_col,
+        "unit": unit,
+        "note": "requests by calendar time (each request is its own unit); --user-col gives exposure cohorts",
+        "comparisons": rows,
+        "trend": trends,
+    }
+
+
+def iso(seconds: float) -> str:
+    """Epoch seconds as ISO 8601 UTC (JSON output carries timestamps this way)."""
+    from arbiter.cli._user_analysis import iso as to_iso
+
+    return to_iso(seconds)
 
 
 def _fmt(value: Any, spec: str = ".4g") -> str:
@@ -546,7 +655,15 @@ def _print_human(report: dict[str, Any]) -> None:
     verdict = (
         "MISMATCH: the split does not match the weights, results are suspect" if srm["mismatch"] else "ok"
     )
-    print(f"sample ratio{weights_note}: {observed}; p={_fmt(srm['p_value'])} -> {verdict}")
+    unit_note = " (users)" if report.get("unit") == "user" else ""
+    print(f"sample ratio{unit_note}{weights_note}: {observed}; p={_fmt(srm['p_value'])} -> {verdict}")
+    if report.get("unit") == "user":
+        leakage = report["leakage"]
+        print(
+            f"unit: user ({report['user_column']}), {report['users']:,} users; the ratio's variance by the "
+            f"delta method; {leakage['users']:,} users ({leakage['share']:.2%}) seen in more than one "
+            "variant, left out"
+        )
     print(f"control: {report['control']}")
     header = f"{'variant':<16}{'n':>10}{'value':>11}{'diff':>11}{'lift':>9}{'CI (diff)':>24}{'p':>10}{'p adj':>10}  decision"
     print(header)
@@ -573,6 +690,24 @@ def _print_human(report: dict[str, Any]) -> None:
                 else f"would not have stopped in {len(row['looks'])} looks"
             )
             print(f"{'':<16}sequential replay: {where}")
+        extend = row.get("extend")
+        if extend and not extend.get("error"):
+            if extend["reached"]:
+                print(
+                    f"{'':<16}already has {_fmt(extend['power'], 'g')} power at the MDE: no difference that "
+                    "large is there"
+                )
+            else:
+                days = (
+                    f", about {extend['days']:.1f} more days at the observed traffic"
+                    if extend["days"] is not None
+                    else " (pass --time-col for days)"
+                )
+                print(
+                    f"{'':<16}extend: {extend['additional_total']:,} more {extend['unit']}s "
+                    f"({extend['additional_control']:,} control, {extend['additional_treatment']:,} {row['variant']})"
+                    f" for {_fmt(extend['power'], 'g')} power at a {_fmt(extend['relative_mde'] * 100, 'g')}% lift{days}"
+                )
     print(
         f"control value {_fmt(report['comparisons'][0]['control_value'])}, "
         f"n {report['comparisons'][0]['n_control']:,.0f}"
@@ -592,7 +727,9 @@ def _print_human(report: dict[str, Any]) -> None:
             )
     if "cohorts" in report:
         cohorts = report["cohorts"]
-        print(f"\nlift per {cohorts['unit']} ({cohorts['column']}):")
+        kind = "exposure cohort: users by the " if cohorts.get("kind") == "exposure" else ""
+        label = "first exposure" if kind else cohorts["column"]
+        print(f"\nlift per {kind}{cohorts['unit']} ({label}):")
         for row in cohorts["comparisons"]:
             print(
                 f"  {row['variant']:<14}{cohorts['unit']} {row['cohort']:<4} diff {_fmt(row['absolute_difference'])}"
@@ -606,7 +743,8 @@ def _print_human(report: dict[str, Any]) -> None:
                 if trend["novelty_effect"]
                 else "no significant shrinking"
             )
+            over = " since first exposure" if trend.get("over") == "exposure_age" else ""
             print(
-                f"  trend {trend['variant']}: slope {_fmt(trend['slope_per_cohort'])} per {cohorts['unit']},"
+                f"  trend {trend['variant']}: slope {_fmt(trend['slope_per_cohort'])} per {cohorts['unit']}{over},"
                 f" p={_fmt(trend['p_value'])}: {note}"
             )

@@ -42,8 +42,20 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--allocation",
         type=float,
-        default=0.5,
-        help="the challenger's share of the experiment's traffic (default 0.5; 0.05 for a 5%% canary)",
+        default=None,
+        help=(
+            "each challenger's share of the experiment's traffic (default: an even split, 0.5 for one "
+            "challenger; 0.05 for a 5%% canary)"
+        ),
+    )
+    parser.add_argument(
+        "--challengers",
+        type=int,
+        default=1,
+        help=(
+            "challengers compared with the champion (default 1): the operator judges them as one Holm "
+            "family, so each comparison is planned at alpha / K"
+        ),
     )
     parser.add_argument("--direction", choices=["increase", "decrease"], default="increase")
     parser.add_argument("--daily-traffic", type=float, help="units a day entering the experiment")
@@ -63,6 +75,19 @@ def run(args: argparse.Namespace) -> int:
     """Compute and print the plan."""
     from arbiter import stats
 
+    k = args.challengers
+    if k < 1:
+        return _fail("--challengers must be at least 1")
+    share = args.allocation if args.allocation is not None else 1.0 / (k + 1)
+    champion_share = 1.0 - k * share
+    if k > 1 and not (share > 0.0 and champion_share > 0.0):
+        return _fail(
+            f"--allocation {share:g} for each of {k} challengers leaves the champion {champion_share:g} "
+            "of the traffic; it needs a positive share"
+        )
+    # Each challenger is compared with the champion alone: what matters is its share of the two arms.
+    pair_allocation = share / (share + champion_share) if k > 1 else share
+    plan_alpha = stats.family_alpha(args.alpha, k) if 0.0 < args.alpha < 1.0 else args.alpha
     if args.metric == "proportion":
         if args.baseline is None:
             return _fail("--metric proportion needs --baseline (the control's rate, e.g. 0.15)")
@@ -71,10 +96,10 @@ def run(args: argparse.Namespace) -> int:
             args.baseline,
             args.mde,
             relative=relative,
-            alpha=args.alpha,
+            alpha=plan_alpha,
             power=args.power,
             sides=args.sides,
-            allocation=args.allocation,
+            allocation=pair_allocation,
             direction=args.direction,
             daily_traffic=args.daily_traffic,
         )
@@ -89,10 +114,10 @@ def run(args: argparse.Namespace) -> int:
             args.baseline_std,
             args.mde,
             relative=relative,
-            alpha=args.alpha,
+            alpha=plan_alpha,
             power=args.power,
             sides=args.sides,
-            allocation=args.allocation,
+            allocation=pair_allocation,
             direction=args.direction,
             daily_traffic=args.daily_traffic,
         )
@@ -104,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     sequential: dict[str, Any] = {}
     for method in (stats.Method.SEQUENTIAL, stats.Method.GROUP_SEQUENTIAL):
         factor = stats.sequential_inflation_factor(
-            method, looks=args.looks, alpha=args.alpha, power=args.power, sides=args.sides
+            method, looks=args.looks, alpha=plan_alpha, power=args.power, sides=args.sides
         )
         sequential[method.value] = {
             "looks": args.looks,
@@ -117,19 +142,34 @@ def run(args: argparse.Namespace) -> int:
         "treatment_value": _tidy(plan.treatment_value),
         "absolute_mde": _tidy(plan.absolute_mde),
         "relative_mde": _tidy(plan.relative_mde),
-        "alpha": plan.alpha,
+        "alpha": args.alpha,
         "power": plan.power,
         "sides": plan.sides,
-        "allocation": plan.allocation,
+        "allocation": share,
         "sample_size_per_variant": plan.sample_size_per_variant,
         "sample_size_by_variant": plan.sample_size_by_variant,
         "total_sample_size": plan.total_sample_size,
         "formula": "normal approximation, unpooled variances",
         "sequential": sequential,
     }
-    if plan.days is not None:
+    if k > 1:
+        by_variant = plan.sample_size_by_variant
+        output["challengers"] = k
+        output["family_correction"] = {
+            "method": "Holm",
+            "planned_at": "Holm's first step, alpha / K (Bonferroni): every challenger keeps its power",
+            "alpha_per_comparison": plan_alpha,
+        }
+        output["sample_size_by_variant"] = {
+            "control": by_variant["control"],
+            **{f"challenger-{i}": by_variant["treatment"] for i in range(1, k + 1)},
+        }
+        output["sample_size_per_variant"] = min(by_variant.values())
+        output["total_sample_size"] = by_variant["control"] + k * by_variant["treatment"]
+        output["alpha_per_comparison"] = plan_alpha
+    if plan.daily_traffic is not None and plan.daily_traffic > 0:
         output["daily_traffic"] = plan.daily_traffic
-        output["days"] = round(plan.days, 3)
+        output["days"] = round(output["total_sample_size"] / plan.daily_traffic, 3)
     if args.json:
         print(json.dumps(stats.json_value(output)))
         return 0
@@ -154,6 +194,28 @@ def _print_human(plan: dict[str, Any]) -> None:
         f"alpha {plan['alpha']:g} ({plan['sides']}-sided), power {plan['power']:g}, "
         f"challenger share {plan['allocation']:g}"
     )
+    k = plan.get("challengers", 1)
+    if k > 1:
+        by_variant = plan["sample_size_by_variant"]
+        print(
+            f"{k} challengers, one Holm family: each compared with the champion at alpha "
+            f"{plan['alpha_per_comparison']:.4g} (alpha / {k}), so each keeps its power"
+        )
+        control, challenger = by_variant["control"], by_variant["challenger-1"]
+        arms = (
+            f"{challenger:,} per variant"
+            if control == challenger
+            else f"control {control:,}, each challenger {challenger:,}"
+        )
+        print(f"fixed horizon: {arms}, {plan['total_sample_size']:,} in total")
+        if "days" in plan:
+            print(f"expected duration: {plan['days']:.1f} days at {plan['daily_traffic']:,.0f} units a day")
+        for method, design in plan["sequential"].items():
+            print(
+                f"{method} ({design['looks']} looks): plan for up to {design['inflation_factor']:.2f}x, "
+                f"{design['max_sample_size_per_variant']:,} in the smaller arm"
+            )
+        return
     by_variant = plan["sample_size_by_variant"]
     if by_variant["control"] == by_variant["treatment"]:
         arms = f"{plan['sample_size_per_variant']:,} per variant"

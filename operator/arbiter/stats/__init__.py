@@ -16,6 +16,7 @@ from arbiter.stats._types import (
     format_number,
     json_value,
 )
+from arbiter.stats.calibration import CalibrationResult, CellHistory, GuardrailRule, calibrate
 from arbiter.stats.decision import (
     ChallengerDecision,
     ChallengerState,
@@ -24,6 +25,7 @@ from arbiter.stats.decision import (
     TickDecision,
     decide,
 )
+from arbiter.stats.extension import Extension, extension_needed, family_alpha
 from arbiter.stats.fixed import (
     ComparisonResult,
     compare_fixed,
@@ -50,6 +52,7 @@ from arbiter.stats.planning import (
     sample_size_t_test,
     sequential_inflation_factor,
 )
+from arbiter.stats.ratio import RatioStats
 from arbiter.stats.sequential import (
     SequentialResult,
     SequentialState,
@@ -70,18 +73,23 @@ from arbiter.stats.sufficient import MeanStats, ProportionStats, SufficientStats
 
 __all__ = [
     "Alternative",
+    "CalibrationResult",
+    "CellHistory",
     "ChallengerDecision",
     "ChallengerState",
     "ComparisonResult",
     "DecisionConfig",
     "DecisionState",
     "Direction",
+    "Extension",
     "GroupSequentialBoundaries",
     "GuardrailResult",
+    "GuardrailRule",
     "MeanStats",
     "Method",
     "MetricType",
     "ProportionStats",
+    "RatioStats",
     "SRMResult",
     "SampleSize",
     "SequentialResult",
@@ -92,11 +100,14 @@ __all__ = [
     "Verdict",
     "alternative_for",
     "bonferroni",
+    "calibrate",
     "compare_fixed",
     "confidence_sequence",
     "crossing_probabilities",
     "decide",
     "expected_days",
+    "extension_needed",
+    "family_alpha",
     "format_number",
     "group_sequential_boundaries",
     "guardrail_harm_test",

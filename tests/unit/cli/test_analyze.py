@@ -149,7 +149,8 @@ def test_a_segment_column_with_thousands_of_values_warns_and_shows_the_largest(t
     distinct = len(set(table["timestamp"].to_pylist()))
     assert f"has {distinct:,} segments; showing the 5 largest" in captured.err
     assert (
-        len([line for line in captured.out.splitlines() if line.startswith("  ")]) == 5 * 2
+        len([line for line in captured.out.splitlines() if line.startswith("  ") and "p adj" in line])
+        == 5 * 2
     )  # x 2 challengers
     out = analyze_json(capsys, path, *WEIGHTS, "--segment-col", "platform")
     assert (out["segments"]["total"], out["segments"]["shown"], out["segments"]["truncated"]) == (2, 2, False)
