@@ -381,3 +381,18 @@ def test_gates_run_again_after_a_retry() -> None:
     now = run.now + dt.timedelta(seconds=10)
     plan = step(spec, run.status, Observations(), now, Controls({"retry": "1"}), 1)
     assert plan.status["phase"] == "Progressing" and "gates" not in plan.status
+
+
+def test_a_shadow_is_not_mirrored_before_its_pre_rollout_gate_passes() -> None:
+    spec = make_spec(
+        [gate("smoke", "preRollout")],
+        mode="Shadow",
+        steps=None,
+        analysis={**SPEC["analysis"], "shadow": {"minDuration": "10m"}},
+        routing={"provider": "Router", "router": {"configMap": "routes"}, "shadow": {"percent": 50}},
+    )
+    run = GatedRun(spec)
+    held = run.tick(failing())
+    assert held.routing is not None and held.routing.mirror is None
+    mirrored = run.tick(passing)
+    assert mirrored.routing is not None and mirrored.routing.mirror == ("v2", 50)
