@@ -7,7 +7,6 @@ so what decides is the steps' durations and the gates: nothing here depends on t
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -346,4 +345,72 @@ def test_a_dry_run_reaches_its_decision_and_never_touches_the_route(
     assert core.read_namespaced_config_map("watch-routes", namespace).metadata.resource_version == (
         before.metadata.resource_version
     )
-    assert copy.deepcopy(after.data) == before.data
+
+
+def test_a_gate_url_from_a_secret_needs_a_role_for_that_secret_and_then_is_called(
+    cluster: Any,
+    kube_api: Any,
+    namespace: str,
+    operator: OperatorProcess,
+    operator_identity: Any,
+    gates: GateServer,
+) -> None:
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="approval-webhook"),
+            string_data={"url": gates.url("/from-secret")},
+        ),
+    )
+    apply(cluster, namespace, workloads(namespace))
+    gate = {
+        "name": "approval",
+        "type": "confirmPromotion",
+        "secretKeyRef": {"name": "approval-webhook", "key": "url"},
+    }
+    apply(cluster, namespace, [experiment("secret", gates=[gate])])
+    # The chart grants no Secret access: the gate fails, naming what to grant, and the promotion waits.
+    refused = wait_status(
+        kube_api,
+        namespace,
+        "secret",
+        lambda s: bool(gate_entry(s, "approval")),
+        "the gate to fail on the Secret",
+    )
+    assert refused["phase"] == "Progressing" and not gate_entry(refused, "approval")["passed"]
+    assert "may not read Secret" in gate_entry(refused, "approval")["message"]
+    assert not gates.received(), "no URL, no call"
+    rbac = client.RbacAuthorizationV1Api(kube_api)
+    rbac.create_namespaced_role(
+        namespace,
+        client.V1Role(
+            metadata=client.V1ObjectMeta(name="arbiter-read-approval-webhook"),
+            rules=[
+                client.V1PolicyRule(
+                    api_groups=[""], resources=["secrets"], resource_names=["approval-webhook"], verbs=["get"]
+                )
+            ],
+        ),
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        client.V1RoleBinding(
+            metadata=client.V1ObjectMeta(name="arbiter-read-approval-webhook"),
+            role_ref=client.V1RoleRef(
+                api_group="rbac.authorization.k8s.io", kind="Role", name="arbiter-read-approval-webhook"
+            ),
+            subjects=[
+                client.RbacV1Subject(
+                    kind="ServiceAccount",
+                    name=operator_identity.service_account,
+                    namespace=operator_identity.namespace,
+                )
+            ],
+        ),
+    )
+    promoted = wait_status(
+        kube_api, namespace, "secret", lambda s: s.get("phase") == "Promoted", "the promotion"
+    )
+    assert gate_entry(promoted, "approval")["passed"] is True
+    assert [r["gate"] for r in gates.received("/from-secret")] == ["approval"]
