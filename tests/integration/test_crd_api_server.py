@@ -286,5 +286,5 @@ def test_kubectl_get_shows_printer_columns(cluster: Any, arbiter_crd: str, names
         ),
     )
     header, row = cluster.kubectl("get", "mexp", "-n", namespace).stdout.splitlines()[:2]
-    assert header.split() == ["NAME", "MODE", "PHASE", "STEP", "CHALLENGER", "DECISION", "AGE"]
-    assert row.split()[:6] == ["invalid-probe", "Canary", "Progressing", "1", "25", "Advance"]
+    assert header.split() == ["NAME", "MODE", "PHASE", "STEP", "CHALLENGER", "DECISION", "DRY-RUN", "AGE"]
+    assert row.split()[:7] == ["invalid-probe", "Canary", "Progressing", "1", "25", "Advance", "false"]

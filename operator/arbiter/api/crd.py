@@ -29,6 +29,7 @@ _LIST_MAP_KEYS = {
     ("spec", "challengers"): ["name"],
     ("spec", "analysis", "guardrails"): ["name"],
     ("spec", "analysis", "secondary"): ["name"],
+    ("spec", "gates"): ["name"],
     ("status", "conditions"): ["type"],
 }
 
@@ -57,6 +58,12 @@ PRINTER_COLUMNS = [
         "type": "string",
         "jsonPath": ".status.decision.outcome",
         "description": "The last decision.",
+    },
+    {
+        "name": "Dry-Run",
+        "type": "boolean",
+        "jsonPath": ".spec.dryRun",
+        "description": "A dry run: decides, never changes traffic.",
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     # -o wide: the challenger ahead on the primary metric (status.leading, written by the operator).

@@ -874,6 +874,84 @@ class DecisionPolicy(_Model):
     )
 
 
+class GateType(StrEnum):
+    """When a webhook gate is asked (Flagger's pre-rollout, rollout, confirm-promotion and rollback hooks)."""
+
+    PRE_ROLLOUT = "preRollout"
+    STEP = "step"
+    CONFIRM_PROMOTION = "confirmPromotion"
+    POST_ROLLBACK = "postRollback"
+
+
+class GateFailure(StrEnum):
+    """What a failing gate (non-2xx, timeout, connection error) does."""
+
+    HOLD = "Hold"
+    ROLLBACK = "Rollback"
+
+
+MAX_GATES = 20
+MAX_GATE_METADATA = 20
+GateTimeout = Annotated[str, _duration_schema("100ms", "1m"), _duration_between("100ms", "1m")]
+
+
+class Gate(_Model):
+    """A webhook asked before a traffic change (or told after a rollback); HTTP 2xx passes.
+
+    The gate receives a JSON POST describing the experiment and the pending action (docs/rollout.md).
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel("has(self.url) != has(self.secretKeyRef)", "set exactly one of url or secretKeyRef"),
+                _cel(
+                    "self.type != 'postRollback' || self.onFailure == 'Hold'",
+                    "a postRollback gate runs after the rollback and only reports: onFailure must be Hold",
+                    ".onFailure",
+                ),
+            ]
+        }
+    )
+
+    name: VariantName = Field(description="The gate's name (a DNS label), unique in spec.gates.")
+    type: GateType = Field(
+        description="preRollout (before any traffic goes to a challenger), step (before each step change), "
+        "confirmPromotion (before an automatic promotion) or postRollback (once, after a rollback; "
+        "the result is only reported)."
+    )
+    url: Annotated[str, Field(min_length=8, max_length=2048, pattern=r"^https?://[^\s]+$")] | None = Field(
+        default=None, description="The http(s) URL the gate's JSON is POSTed to."
+    )
+    secret_key_ref: SecretKeySelector | None = Field(
+        default=None,
+        description="A Secret key holding the URL (e.g. one carrying a token). The operator needs `get` on "
+        "that Secret (see docs/operations.md).",
+    )
+    timeout: GateTimeout = Field(
+        default="10s", description="How long one call may take (100ms to 1m); a timeout fails the gate."
+    )
+    metadata: (
+        Annotated[dict[str, Annotated[str, Field(max_length=1024)]], Field(max_length=MAX_GATE_METADATA)]
+        | None
+    ) = Field(default=None, description="Free-form strings passed to the gate in the payload's metadata.")
+    on_failure: GateFailure = Field(
+        default=GateFailure.HOLD,
+        description="Hold (the experiment waits, asking again every interval; maxDuration still applies) or "
+        "Rollback (all traffic back to the champion).",
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Gate:
+        if (self.url is None) == (self.secret_key_ref is None):
+            raise ValueError("set exactly one of url or secretKeyRef")
+        if self.type is GateType.POST_ROLLBACK and self.on_failure is not GateFailure.HOLD:
+            raise ValueError(
+                "a postRollback gate runs after the rollback and only reports: onFailure must be Hold"
+            )
+        return self
+
+
 _SPEC_RULES: list[JsonValue] = [
     _cel(
         "self.challengers.all(c, c.name != self.champion.name)",
@@ -942,6 +1020,16 @@ class ModelExperimentSpec(_Model):
         description="What to do with the verdict.",
     )
     paused: bool = Field(default=False, description="Freeze the experiment where it is; set false to resume.")
+    gates: Annotated[list[Gate], Field(max_length=MAX_GATES)] | None = Field(
+        default=None,
+        description="Webhook gates asked before the first step, each step change and promotion, and told "
+        "after a rollback (docs/rollout.md, Gates).",
+    )
+    dry_run: bool = Field(
+        default=False,
+        description="Analyse and decide as usual, record what would have been done (status.dryRun, "
+        "Events), but never change traffic: the live split is read, never written.",
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> ModelExperimentSpec:
@@ -972,6 +1060,10 @@ class ModelExperimentSpec(_Model):
                 raise ValueError(
                     f"every variant needs a service unless the provider is Replicas (missing: {', '.join(missing)})"
                 )
+        gate_names = [g.name for g in self.gates or []]
+        gate_dupes = sorted({n for n in gate_names if gate_names.count(n) > 1})
+        if gate_dupes:
+            raise ValueError(f"gate names must be unique: {', '.join(gate_dupes)}")
         for kind, items in (
             ("guardrail", self.analysis.guardrails),
             ("secondary metric", self.analysis.secondary),
@@ -1030,6 +1122,9 @@ class DecisionRecord(_Model):
     winner: str | None = Field(
         default=None, description="The variant that got all traffic, on a final decision."
     )
+    dry_run: bool | None = Field(
+        default=None, description="True when made by a dry run (spec.dryRun): nothing was routed."
+    )
 
 
 class GuardrailState(_Model):
@@ -1076,6 +1171,42 @@ class LeadingChallenger(_Model):
     p_value: float | None = Field(default=None, description="Its p-value on the primary metric.")
 
 
+class GateResult(_Model):
+    """The last answer of one webhook gate (kept so a restart never asks a passed gate again)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(description="The gate's name.")
+    type: str = Field(description="preRollout, step, confirmPromotion or postRollback.")
+    passed: bool = Field(description="HTTP 2xx.")
+    step: int | None = Field(default=None, description="For a step gate: the step it was asked about.")
+    code: int | None = Field(default=None, description="The HTTP status (none after a timeout or error).")
+    message: str = Field(default="", description="What happened, e.g. the error or the answer's start.")
+    time: str | None = Field(default=None, description="When it answered (RFC 3339).")
+    attempts: int = Field(default=1, description="Calls for this action so far.")
+    action: str = Field(default="", description="The pending action it was asked about.")
+    target: str | None = Field(
+        default=None, description="For a confirmPromotion gate: the challenger to be promoted."
+    )
+
+
+class DryRunStatus(_Model):
+    """What a dry run would have done (spec.dryRun): the traffic it would have routed, the split it saw."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    would_route: dict[str, int] | None = Field(
+        default=None, description="The weights the experiment would have routed after the last tick."
+    )
+    observed_weights: dict[str, int] | None = Field(
+        default=None, description="The live split read from the routing provider (never written)."
+    )
+    observed: str = Field(default="", description="How the live split was read, or why it could not be.")
+    would_have: str | None = Field(
+        default=None, description="The last traffic change it would have made, e.g. 'promoted v2'."
+    )
+
+
 class ModelExperimentStatus(_Model):
     """What the operator observed and decided. Everything needed to resume lives here."""
 
@@ -1120,6 +1251,12 @@ class ModelExperimentStatus(_Model):
     )
     handled_actions: dict[str, str] | None = Field(
         default=None, description="The arbiter.dev/<action> annotation values already acted on."
+    )
+    gates: list[GateResult] | None = Field(
+        default=None, description="The last answer of each webhook gate (spec.gates)."
+    )
+    dry_run: DryRunStatus | None = Field(
+        default=None, description="What a dry run (spec.dryRun) would have done, and the live split it read."
     )
     engine: dict[str, Any] | None = Field(
         default=None,

@@ -117,7 +117,7 @@ def list_table(
         status = item.get("status") or {}
         row = [
             str(meta.get("name", "")),
-            str((item.get("spec") or {}).get("mode", "")),
+            mode_text(item.get("spec") or {}),
             str(status.get("phase", "-")),
             str(status.get("currentStep", "-")),
             weights_text(status),
@@ -135,6 +135,38 @@ def list_table(
             ]
         rows.append(([str(meta.get("namespace", ""))] if show_namespace else []) + row)
     return table(header, rows)
+
+
+def mode_text(spec: Mapping[str, Any], missing: str = "") -> str:
+    """The mode, marked ``(dry run)`` when the experiment never changes traffic."""
+    mode = str(spec.get("mode") or missing)
+    return f"{mode} (dry run)" if spec.get("dryRun") else mode
+
+
+def dry_run_lines(spec: Mapping[str, Any], status: Mapping[str, Any]) -> list[str]:
+    """What a dry run would have done (status.dryRun); nothing for an experiment that routes."""
+    if not spec.get("dryRun"):
+        return []
+    record = status.get("dryRun") or {}
+    would_route = ", ".join(f"{v} {w}%" for v, w in (record.get("wouldRoute") or {}).items()) or "-"
+    lines = ["Dry run:    no traffic is changed; the live split above is read, never written"]
+    lines.append(f"            would route {would_route}")
+    if record.get("wouldHave"):
+        lines.append(f"            would have {record['wouldHave']}")
+    return lines
+
+
+def gate_lines(status: Mapping[str, Any]) -> list[str]:
+    """One line per webhook gate's last answer (status.gates)."""
+    lines = []
+    for entry in status.get("gates") or []:
+        verdict = "passed" if entry.get("passed") else "FAILED"
+        where = f", step {entry['step']}" if entry.get("step") is not None else ""
+        lines.append(
+            f"{entry.get('name')} ({entry.get('type')}{where}): {verdict}, {entry.get('message', '')}"
+            f" [{entry.get('attempts', 1)}x]"
+        )
+    return [("Gates:      " if i == 0 else "            ") + line for i, line in enumerate(lines)]
 
 
 def _threshold(guardrail: Mapping[str, Any]) -> str:
@@ -176,7 +208,7 @@ def experiment_view(body: Mapping[str, Any], now: dt.datetime) -> str:
     traffic = status.get("traffic") or {}
     lines = [
         f"Name:       {meta.get('namespace', '')}/{meta.get('name', '')}",
-        f"Mode:       {spec.get('mode', '-')}",
+        f"Mode:       {mode_text(spec, '-')}",
         f"Phase:      {phase}",
         f"Step:       {step_text}"
         + (f"  (step for {age(status.get('stepStartedAt'), now)})" if status.get("stepStartedAt") else "")
@@ -184,6 +216,8 @@ def experiment_view(body: Mapping[str, Any], now: dt.datetime) -> str:
         "Traffic:    "
         + (", ".join(f"{v} {w}%" for v, w in (status.get("weights") or {}).items()) or "-")
         + (f"  (data plane: {traffic.get('verified')})" if traffic.get("verified") else ""),
+        *dry_run_lines(spec, status),
+        *gate_lines(status),
         "",
     ]
     results = primary_results(status)

@@ -42,6 +42,7 @@ from arbiter.api.conditions import set_condition
 from arbiter.api.status_view import leading_challenger
 from arbiter.api.timestamps import now_rfc3339
 from arbiter.handlers import telemetry, workloads
+from arbiter.handlers.gating import ask_gates, read_live_split
 from arbiter.handlers.observe import read_observations
 from arbiter.handlers.shard import in_shard
 from arbiter.k8s import experiments as k8s_experiments
@@ -210,6 +211,8 @@ def on_delete(
         parsed = parse_spec(dict(spec))
     except ValidationError:
         return
+    if parsed.dry_run:  # a dry run never changed the traffic: nothing to hand back
+        return
     provider = routing_provider_for(parsed, namespace or "", name)
     try:
         provider.finalize(parsed.champion.name)
@@ -316,6 +319,7 @@ def _decide(
     generation: int | None,
 ) -> Plan:
     """Read the metrics (unless finished) and run the engine."""
+    live = None
     if status.get("phase") in {p.value for p in TERMINAL_PHASES}:
         observations = Observations()
     else:
@@ -323,7 +327,15 @@ def _decide(
         provider = metrics_provider_for(spec.analysis, namespace)
         observations = read_observations(provider, spec, namespace, name)
         telemetry.QUERY_ERRORS.inc(len(observations.errors()))
-    return engine_step(spec, status, observations, dt.datetime.now(dt.UTC), controls, generation)
+        if spec.dry_run:
+            live = read_live_split(spec, namespace, name)
+    now = dt.datetime.now(dt.UTC)
+    plan = engine_step(spec, status, observations, now, controls, generation, live=live)
+    if plan.gate_calls:
+        # The engine reached an action behind webhook gates: ask them, then decide the same tick again.
+        verdicts = ask_gates(spec, namespace, name, status, plan.gate_calls)
+        plan = engine_step(spec, status, observations, now, controls, generation, gates=verdicts, live=live)
+    return plan
 
 
 def _route(
@@ -331,7 +343,7 @@ def _route(
 ) -> dict[str, Any] | None:
     """Apply the plan's traffic; re-apply when the data plane drifted. Returns the traffic status."""
     action: RoutingAction | None = plan.routing
-    if action is None:
+    if action is None or spec.dry_run:  # a dry run never changes traffic
         return None
     provider = routing_provider_for(spec, namespace, name)
     if action.final:

@@ -17,6 +17,10 @@ that turns reports into status, conditions, history, Events and traffic.
 5. Sample-ratio mismatch (:mod:`~arbiter.rollout.srm`): a broken split pauses.
 6. The primary metric's verdict, secondary metrics reported (:mod:`~arbiter.rollout.primary`).
 7. The mode's step logic (:mod:`~arbiter.rollout.progression`): advance, hold, promote, conclude.
+
+Webhook gates (:mod:`~arbiter.rollout.gates`) stand before the first step (after row 2), before each
+step change and before an automatic promotion (row 7), and are told after a rollback; a dry run
+(:mod:`~arbiter.rollout.dry_run`) judges the live split it is handed and routes nothing.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from arbiter.api import TERMINAL_PHASES, ModelExperimentSpec, Phase
-from arbiter.rollout import geometry, record
-from arbiter.rollout.actions import DecisionOutcome, PauseReason
+from arbiter.api.v1alpha1 import GateType
+from arbiter.rollout import dry_run, geometry, record, record_gates
+from arbiter.rollout.actions import DecisionOutcome, PauseReason, Win
 from arbiter.rollout.availability import judge_availability
 from arbiter.rollout.controls import (
     Controls,
@@ -39,15 +44,27 @@ from arbiter.rollout.controls import (
     judge_timeout,
 )
 from arbiter.rollout.counters import read_counters, step_samples
+from arbiter.rollout.dry_run import LiveSplit
+from arbiter.rollout.gates import GateCall, GateVerdict, judge_gates, judge_post_rollback, stored_results
 from arbiter.rollout.guardrails import judge_guardrails
 from arbiter.rollout.observations import Observations
 from arbiter.rollout.plan import Plan, RoutingAction
 from arbiter.rollout.primary import judge_primary, judge_secondary
-from arbiter.rollout.progression import judge_progression
+from arbiter.rollout.progression import ProgressionReport, judge_progression
 from arbiter.rollout.record import Record
 from arbiter.rollout.srm import judge_srm
 
-__all__ = ["Controls", "DecisionOutcome", "PauseReason", "Plan", "RoutingAction", "identity_hash", "step"]
+__all__ = [
+    "Controls",
+    "DecisionOutcome",
+    "GateVerdict",
+    "LiveSplit",
+    "PauseReason",
+    "Plan",
+    "RoutingAction",
+    "identity_hash",
+    "step",
+]
 
 
 def step(
@@ -57,6 +74,8 @@ def step(
     now: dt.datetime,
     controls: Controls | None = None,
     generation: int | None = None,
+    gates: Mapping[str, GateVerdict] | None = None,
+    live: LiveSplit | None = None,
 ) -> Plan:
     """Decide one tick for a Progressing, Paused or finished experiment.
 
@@ -67,17 +86,27 @@ def step(
         now: the tick's time (timezone-aware).
         controls: manual control annotations found on the object.
         generation: metadata.generation, recorded as observedGeneration.
+        gates: this tick's webhook gate answers by gate name (asked for by a first call's
+            ``plan.gate_calls``).
+        live: the live split, read by the handler in a dry run.
 
     Returns:
         The new status, events to post and the traffic to route.
     """
     controls = controls or Controls()
     rec = Record(spec, status, now, generation)
+    verdicts = gates or {}
 
     # 0-1. Identity, then what a human asked for.
     record.apply_identity(rec, judge_identity(spec, rec.state, rec.phase))
     if rec.phase in TERMINAL_PHASES:
         record.apply_controls(rec, judge_terminal_controls(rec.view(), controls))
+        if rec.phase is Phase.ROLLED_BACK and spec.gates:
+            reason = (rec.status.get("decision") or {}).get("reason", "")
+            report = judge_post_rollback(
+                spec.gates, stored_results(rec.status), verdicts, rec.now_text, reason
+            )
+            record_gates.apply_gate_report(rec, report)
         return rec.plan()
     if record.apply_controls(rec, judge_controls(spec, rec.view(), controls)):
         return rec.plan()
@@ -87,6 +116,16 @@ def step(
         return rec.plan()
     if record.apply_gate(rec, judge_timeout(spec, rec.view())):
         return rec.plan()
+    dry_run.observe(rec, live if spec.dry_run else None)
+
+    # 2b. preRollout gates: no challenger gets traffic before they pass.
+    if spec.gates:
+        call = GateCall("", GateType.PRE_ROLLOUT, "start the rollout (first traffic to the challengers)")
+        pre = judge_gates(spec.gates, call, stored_results(rec.status), verdicts, rec.now_text, rec.champion)
+        if not pre.open:
+            record_gates.hold_before_rollout(rec, pre)
+            return rec.plan()
+        record_gates.apply_gate_report(rec, pre)
 
     # 3. Could the metrics be read? Counters since the start.
     availability = judge_availability(spec, rec.view(), observations, rec.state.consecutive_errors or 0)
@@ -133,5 +172,28 @@ def step(
     progression = judge_progression(
         spec, rec.view(), rec.state, counters.samples, primary.decision, guardrails.healthy
     )
+    if spec.gates:
+        progression = _gated(spec, rec, progression, verdicts)
     record.apply_progression(rec, progression)
     return rec.plan()
+
+
+def _gated(
+    spec: ModelExperimentSpec,
+    rec: Record,
+    progression: ProgressionReport,
+    verdicts: Mapping[str, GateVerdict],
+) -> ProgressionReport:
+    """Withhold a step change until the ``step`` gates pass, a promotion until ``confirmPromotion`` does."""
+    stored = stored_results(rec.status)
+    if progression.next_step is not None:
+        step = progression.next_step.step
+        share = geometry.challenger_total(progression.weights or {}, spec)
+        call = GateCall("", GateType.STEP, f"advance to step {step} ({share}% challenger)", step=step)
+    elif isinstance(progression.action, Win):
+        winner = progression.action.winner
+        call = GateCall("", GateType.CONFIRM_PROMOTION, f"promote {winner}", rec.current_step, winner)
+    else:
+        return progression
+    report = judge_gates(spec.gates or (), call, stored, verdicts, rec.now_text, rec.champion)
+    return record_gates.gated_progression(rec, progression, report)

@@ -1,4 +1,7 @@
-"""What one tick hands to the handler: the status to store, the Events to post, the traffic to route."""
+"""What one tick hands to the handler: the status to store, the Events to post, the traffic to route.
+
+And the webhook gates still to call (:mod:`arbiter.rollout.gates`).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arbiter.rollout.actions import DecisionOutcome
+from arbiter.rollout.gates import GateCall
 from arbiter.rollout.lifecycle import Event
 
 
@@ -30,3 +34,5 @@ class Plan:
     events: tuple[Event, ...] = field(default_factory=tuple)
     routing: RoutingAction | None = None
     outcome: str = DecisionOutcome.WAIT
+    #: Webhook gates to call before this tick can be decided (the handler calls them and ticks again).
+    gate_calls: tuple[GateCall, ...] = ()

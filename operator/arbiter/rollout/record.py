@@ -17,7 +17,7 @@ from arbiter.api.conditions import ConditionStatus, set_condition
 from arbiter.api.timestamps import parse_rfc3339, rfc3339
 from arbiter.api.v1alpha1 import MAX_HISTORY
 from arbiter.api.weights import split_weights, winner_weights
-from arbiter.rollout import geometry
+from arbiter.rollout import dry_run, geometry
 from arbiter.rollout.actions import (
     Action,
     DecisionOutcome,
@@ -32,6 +32,7 @@ from arbiter.rollout.actions import (
 from arbiter.rollout.availability import AvailabilityReport
 from arbiter.rollout.controls import ControlReport, GateReport, IdentityReport, Resume, Retry
 from arbiter.rollout.counters import CounterReport
+from arbiter.rollout.gates import GateCall
 from arbiter.rollout.guardrails import GuardrailReport
 from arbiter.rollout.lifecycle import Event
 from arbiter.rollout.plan import Plan, RoutingAction
@@ -59,6 +60,7 @@ class Record:
         self.outcome: str = DecisionOutcome.WAIT
         self.champion = spec.champion.name
         self.challengers = [c.name for c in spec.challengers]
+        self.gate_calls: list[GateCall] = []
 
     @property
     def phase(self) -> Phase:
@@ -88,7 +90,8 @@ class Record:
         """The finished tick."""
         self.status["engine"] = self.state.to_status()
         self.status["observedGeneration"] = self.generation
-        return Plan(self.status, tuple(self.events), self.routing, self.outcome)
+        plan = Plan(self.status, tuple(self.events), self.routing, self.outcome, tuple(self.gate_calls))
+        return dry_run.would_have(plan, self.spec) if self.spec.dry_run else plan
 
     # ----------------------------------------------------------------- primitives
 
@@ -157,6 +160,7 @@ class Record:
         self.state = self.state.restarted()
         self.status.pop("analysis", None)
         self.status.pop("guardrails", None)
+        self.status.pop("gates", None)  # a new run asks its gates again
 
     # ----------------------------------------------------------------- actions
 

@@ -122,3 +122,42 @@ def test_formatting_of_missing_and_odd_numbers() -> None:
     assert view.age("2026-01-01T00:00:00Z", NOW) == "12m"
     assert view.age("2025-12-31T21:00:00Z", NOW) == "3h12m"
     assert view.age("garbage", NOW) == "-"
+
+
+def test_a_dry_run_says_so_in_the_list_and_shows_what_it_would_have_done() -> None:
+    spec = {**SPEC, "dryRun": True}
+    status = {
+        **STATUS,
+        "phase": "Promoted",
+        "weights": {"v1": 80, "v2": 10, "v3": 10},
+        "dryRun": {"wouldRoute": {"v1": 0, "v2": 100, "v3": 0}, "wouldHave": "promoted v2"},
+    }
+    body = {"metadata": {"name": "watch", "namespace": "ml"}, "spec": spec, "status": status}
+    listing = view.list_table([body], show_namespace=False, wide=False, now=NOW).splitlines()
+    assert listing[1].split()[:3] == ["watch", "Canary", "(dry"]
+    shown = view.experiment_view(body, NOW)
+    assert "Mode:       Canary (dry run)" in shown
+    assert "would route v1 0%, v2 100%, v3 0%" in shown and "would have promoted v2" in shown
+    assert "Traffic:    v1 80%, v2 10%, v3 10%" in shown
+    plain = {"metadata": {"name": "real", "namespace": "ml"}, "spec": SPEC, "status": STATUS}
+    assert "dry run" not in view.experiment_view(plain, NOW).lower()
+
+
+def test_gate_answers_are_listed_with_their_step_and_attempts() -> None:
+    status = {
+        **STATUS,
+        "gates": [
+            {"name": "smoke", "type": "preRollout", "passed": True, "message": "HTTP 200", "attempts": 1},
+            {
+                "name": "load",
+                "type": "step",
+                "step": 1,
+                "passed": False,
+                "message": "HTTP 503",
+                "attempts": 4,
+            },
+        ],
+    }
+    shown = view.experiment_view({"metadata": {"name": "g"}, "spec": SPEC, "status": status}, NOW)
+    assert "Gates:      smoke (preRollout): passed, HTTP 200 [1x]" in shown
+    assert "            load (step, step 1): FAILED, HTTP 503 [4x]" in shown
