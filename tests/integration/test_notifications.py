@@ -7,15 +7,16 @@ hands it the before/after status of a write, as the experiment loop does, and ch
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from notify_support import Alertmanager, HttpReceiver, closed_port_url
 from prometheus_client import REGISTRY
 
 from arbiter.notify import Notifier, parse_config
+from notify_support import Alertmanager, HttpReceiver, closed_port_url
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -178,7 +179,7 @@ async def test_a_full_queue_drops_the_oldest_and_counts_it(receiver: HttpReceive
     dropped = counter("arbiter_notifications_dropped_total", receiver="small")
     steps = [{**PROGRESSING, "currentStep": i, "message": f"step {i}"} for i in range(6)]
     # Five transitions queued before the worker runs once: the first three make room for the last two.
-    for before, after in zip(steps, steps[1:], strict=False):
+    for before, after in itertools.pairwise(steps):
         sender.notify(EXPERIMENT, before, after)
     assert counter("arbiter_notifications_dropped_total", receiver="small") == dropped + 3
     await until(lambda: len(receiver.requests) == 2)
