@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from arbiter_fixtures import ROOT, OperatorIdentity, OperatorProcess, experiment_docs, forbidden_requests
+from chart_support import find, render
 from helpers import wait_for
 from notify_support import Alertmanager, HttpReceiver, closed_port_url
 
@@ -120,24 +121,31 @@ def test_an_experiment_run_is_told_to_every_receiver_once(
     tmp_path: Path,
 ) -> None:
     webhook, slack, alertmanager = receivers
-    config = tmp_path / "notifications.yaml"
-    config.write_text(
+    # The receivers file as the chart renders it from its values (the ConfigMap the operator mounts).
+    values = tmp_path / "values.yaml"
+    values.write_text(
         yaml.safe_dump(
             {
-                "receivers": [
-                    {"name": "audit", "type": "Webhook", "url": webhook.url + "/audit"},
-                    {
-                        "name": "pager",
-                        "type": "Alertmanager",
-                        "url": alertmanager.url,
-                        "minSeverity": "Warning",
-                    },
-                ],
-                "delivery": {"attempts": 3, "initialBackoff": "100ms", "timeout": "2s"},
+                "notifications": {
+                    "clusterName": "test-cluster",
+                    "receivers": [
+                        {"name": "audit", "type": "Webhook", "url": webhook.url + "/audit"},
+                        {
+                            "name": "pager",
+                            "type": "Alertmanager",
+                            "url": alertmanager.url,
+                            "minSeverity": "Warning",
+                        },
+                    ],
+                    "delivery": {"attempts": 3, "initialBackoff": "100ms", "timeout": "2s"},
+                }
             }
         )
     )
-    settings = {"ARBITER_NOTIFICATIONS_CONFIG": str(config), "ARBITER_CLUSTER_NAME": "test-cluster"}
+    chart_docs = render(operator_identity.bin_dir, values_files=(values,))
+    config = tmp_path / "notifications.yaml"
+    config.write_text(find(chart_docs, "ConfigMap", "arbiter-notifications")["data"]["notifications.yaml"])
+    settings = {"ARBITER_NOTIFICATIONS_CONFIG": str(config)}
     slack_url = slack.url + "/services/T0/B0/secret-token"
     secret = {
         "apiVersion": "v1",
