@@ -114,9 +114,19 @@ def detect(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Notice]:
         return [Notice(kind, Severity.INFO, reason, ended, None, ended_severity)]
     if now == "Progressing" and was not in _RUNNING:
         return [Notice(Kind.STARTED, Severity.INFO, reason, ended, None, ended_severity)]
-    if now == "Progressing" and _step(after) > _step(before):
+    if now == "Progressing" and _step(after) < _step(before):
+        # A spec change that asks a different question restarts the analysis at step 0.
+        return [Notice(Kind.STARTED, Severity.INFO, reason)]
+    if now == "Progressing" and (_step(after) > _step(before) or _new_history(before, after)):
+        # A step passed, or a shadow judged safe continues as a canary (a new history entry, same step).
         return [Notice(Kind.ADVANCED, Severity.INFO, reason)]
     return []
+
+
+def _new_history(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    """Whether the write added a history entry (compared by the last one: the history is bounded)."""
+    old, new = before.get("history") or [], after.get("history") or []
+    return bool(new) and (not old or old[-1] != new[-1])
 
 
 def _step(status: Mapping[str, Any]) -> int:
