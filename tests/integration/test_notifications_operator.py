@@ -57,7 +57,12 @@ def experiment(prometheus_url: str) -> dict[str, Any]:
             },
             "notifications": {
                 "receivers": [
-                    {"name": "team-slack", "type": "Slack", "urlSecretRef": {"name": "hooks", "key": "slack"}}
+                    {
+                        "name": "team-slack",
+                        "type": "Slack",
+                        "urlSecretRef": {"name": "hooks", "key": "slack"},
+                    },
+                    {"name": "nobody"},  # no such receiver in the operator: an Event says so
                 ],
                 "minSeverity": "Warning",
             },
@@ -178,6 +183,30 @@ def test_an_experiment_run_is_told_to_every_receiver_once(
             message="the MetricsUnavailable alert resolved and RolledBack fired",
         )
         wait_for(lambda: len(slack.requests) == 2, timeout=30, message="the experiment's Slack receiver")
+        wait_for(
+            lambda: (
+                'arbiter_notifications_sent_total{event="RolledBack",receiver="audit"} 1.0'
+                in operator.metrics()
+            ),
+            timeout=30,
+            message="the operator's metric of sent notifications",
+        )
+        assert (
+            f'arbiter_notifications_sent_total{{event="MetricsUnavailable",receiver="{namespace}/team-slack"}} 1.0'
+            in (operator.metrics())
+        )
+        unknown = cluster.kubectl(
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            "reason=NotificationReceiverUnknown",
+            "-o",
+            "json",
+        ).stdout
+        messages = {e["message"] for e in json.loads(unknown)["items"]}
+        assert messages and all("no receiver named 'nobody'" in m for m in messages), messages
     finally:
         operator.stop()
     log = operator.log()

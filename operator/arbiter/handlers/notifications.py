@@ -37,7 +37,11 @@ def publish(
     body: Mapping[str, Any], ref: kopf.Body, before: Mapping[str, Any], after: Mapping[str, Any], logger: Any
 ) -> None:
     """Queue the transitions of a status write that succeeded; a misconfigured receiver is an Event."""
-    notices, problems = _notifier.notify(body, before, after)
+    try:
+        notices, problems = _notifier.notify(body, before, after)
+    except Exception:  # the status is written; a notification bug must not fail the tick's Events
+        logger.exception("could not queue the notifications of this status write")
+        return
     for notice in notices:
         logger.debug("notifying %s (%s)", notice.kind.value, notice.severity.value)
     for problem in problems:

@@ -164,7 +164,13 @@ class Notifier:
         meta = experiment.get("metadata") or {}
         spec = experiment.get("spec") or {}
         namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
-        targets, problems = self.targets_for(namespace, spec)
+        try:
+            targets, problems = self.targets_for(namespace, spec)
+        except (ValueError, TypeError, AttributeError, KeyError):
+            # An object the API server let through but the types refuse (an older CRD): the operator's
+            # receivers still hear about it (a Failed spec is news for them).
+            targets, _ = self.targets_for(namespace, {})
+            problems = ["spec.notifications is invalid: only the operator's receivers were told"]
         moment = now or dt.datetime.now(dt.UTC)
         for notice in notices:
             message = build_message(

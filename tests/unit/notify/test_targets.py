@@ -56,3 +56,26 @@ def test_a_listed_receiver_keeps_its_own_minimum_too() -> None:
 def test_an_unknown_receiver_is_a_problem_named_for_the_owner() -> None:
     _, problems = Notifier(CONFIG).targets_for("ml", {"notifications": {"receivers": [{"name": "nobody"}]}})
     assert len(problems) == 1 and "no receiver named 'nobody'" in problems[0]
+
+
+def test_an_invalid_spec_notifications_still_tells_the_operators_receivers() -> None:
+    import asyncio
+
+    async def run() -> tuple[list[str], list[str]]:
+        sender = Notifier(CONFIG)
+        experiment = {
+            "metadata": {"namespace": "ml", "name": "x"},
+            "spec": {"notifications": {"minSeverity": "Loud"}},
+        }
+        notices, problems = sender.notify(experiment, {"phase": "Progressing"}, {"phase": "RolledBack"})
+        queued = [label for label in ("pager", "audit", "team") if sender.queued(label)]
+        for lane in sender._lanes.values():  # nothing listens: stop the workers before they send
+            if lane.worker is not None:
+                lane.worker.cancel()
+        await sender.close(timeout=0)
+        assert [n.kind.value for n in notices] == ["RolledBack"]
+        return queued, problems
+
+    queued, problems = asyncio.run(run())
+    assert queued == ["pager"], "the pager (Critical) takes a RolledBack; audit only Promoted"
+    assert problems == ["spec.notifications is invalid: only the operator's receivers were told"]
