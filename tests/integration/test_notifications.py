@@ -262,3 +262,21 @@ async def test_alertmanager_resolution_is_sent_even_when_the_new_transition_is_b
     sender.notify(experiment, METRICS_DOWN, ADVANCED)
     await until(lambda: alertmanager.alerts(experiment="recovers") == [])
     await sender.close()
+
+
+async def test_closing_lets_queued_notifications_go_out_first(receiver: HttpReceiver) -> None:
+    """What the operator does at shutdown (Kopf's cleanup): queued notifications are sent, not lost."""
+    sender = notifier([{"name": "drain", "type": "Webhook", "url": receiver.url}])
+    for before, after in [({}, PROGRESSING), (PROGRESSING, ADVANCED), (ADVANCED, ROLLED_BACK)]:
+        sender.notify(EXPERIMENT, before, after)
+    assert receiver.attempts == 0
+    await sender.close(timeout=10)
+    assert [b["event"] for b in receiver.bodies()] == ["Started", "Advanced", "RolledBack"]
+
+
+async def test_after_closing_nothing_more_is_queued_or_sent(receiver: HttpReceiver) -> None:
+    sender = notifier([{"name": "closed", "type": "Webhook", "url": receiver.url}])
+    await sender.close()
+    sender.notify(EXPERIMENT, {}, PROGRESSING)
+    await sender.close()
+    assert receiver.attempts == 0
