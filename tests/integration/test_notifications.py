@@ -80,6 +80,7 @@ async def test_a_webhook_gets_each_transition_once_in_order_with_its_numbers(rec
     await sender.close()
     assert [r.path for r in receiver.requests] == ["/arbiter"] * 3
     assert receiver.requests[0].headers["Content-Type"] == "application/json"
+    assert receiver.requests[0].headers["User-Agent"].startswith("arbiter/")
     started, advanced, rolled_back = receiver.bodies()
     assert [started["event"], advanced["event"], rolled_back["event"]] == [
         "Started",

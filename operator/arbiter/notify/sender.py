@@ -16,7 +16,6 @@ import asyncio
 import collections
 import datetime as dt
 import logging
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import aiohttp
 from prometheus_client import Counter, Gauge
 
+import arbiter
 from arbiter.api.v1alpha1 import NotificationReceiverType, parse_duration
 from arbiter.notify.config import NotificationsConfig, ReceiverConfig
 from arbiter.notify.payloads import (
@@ -390,7 +390,7 @@ class Notifier:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self._timeout),
-                headers={"User-Agent": f"arbiter-notifier (pid {os.getpid()})"},
+                headers={"User-Agent": f"arbiter/{arbiter.__version__} (notifications)"},
             )
         return self._session
 
