@@ -281,3 +281,18 @@ async def test_after_closing_nothing_more_is_queued_or_sent(receiver: HttpReceiv
     sender.notify(EXPERIMENT, {}, PROGRESSING)
     await sender.close()
     assert receiver.attempts == 0
+
+
+async def test_an_idle_receivers_worker_ends_and_a_new_one_starts_with_the_next_notification(
+    receiver: HttpReceiver,
+) -> None:
+    """Receivers of deleted experiments must not keep a worker each for the life of the operator."""
+    sender = notifier([{"name": "idle", "type": "Webhook", "url": receiver.url}])
+    sender.idle_seconds = 0.2
+    sender.notify(EXPERIMENT, {}, PROGRESSING)
+    await until(lambda: len(receiver.requests) == 1)
+    await until(lambda: "idle" not in sender._lanes)
+    sender.notify(EXPERIMENT, PROGRESSING, ADVANCED)
+    await until(lambda: len(receiver.requests) == 2)
+    await sender.close()
+    assert [b["event"] for b in receiver.bodies()] == ["Started", "Advanced"]

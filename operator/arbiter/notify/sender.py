@@ -134,6 +134,8 @@ class Notifier:
         self._state_ttl = parse_duration(self.config.alertmanager.state_alert_ttl)
         self._event_ttl = parse_duration(self.config.alertmanager.event_alert_ttl)
         self._lanes: dict[str, _Lane] = {}
+        #: A worker with nothing to send for this long ends (a new one starts with the next notification).
+        self.idle_seconds = 300.0
         self._session: aiohttp.ClientSession | None = None
         self._closing = False
 
@@ -288,7 +290,15 @@ class Notifier:
                 if self._closing:
                     return
                 lane.ready.clear()
-                await lane.ready.wait()
+                try:
+                    await asyncio.wait_for(lane.ready.wait(), timeout=self.idle_seconds)
+                except TimeoutError:
+                    if not lane.queue:
+                        # Idle (e.g. the receiver of a deleted experiment): free the worker; the next
+                        # notification starts a new one. No await between the check and the removal.
+                        self._lanes.pop(lane.target.label, None)
+                        QUEUED.remove(lane.target.label)
+                        return
                 continue
             message, target = lane.queue.popleft()
             QUEUED.labels(lane.target.label).set(len(lane.queue))
