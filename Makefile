@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed ## Create .venv and install arbiter with its dev tools, pinned by constraints.txt (idempotent)
 
 .PHONY: system-deps
-system-deps: ## Install the Debian packages the tests use (prometheus, nginx, wrk), if missing
+system-deps: ## Install the Debian packages the tests use (prometheus, nginx, wrk, alertmanager), if missing
 	@hack/system-deps.sh
 
 .PHONY: controlplane

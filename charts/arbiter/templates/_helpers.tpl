@@ -108,3 +108,34 @@ arbiter.dev/router: {{ .instance.name | quote }}
 {{- end -}}
 {{- toJson (uniq $namespaces) -}}
 {{- end -}}
+
+{{/*
+Notifications: on when there is a receiver or a cluster name. The file the operator reads turns each
+receiver's urlSecretRef into the path where that Secret is mounted.
+*/}}
+{{- define "arbiter.notificationsEnabled" -}}
+{{- if or .Values.notifications.receivers .Values.notifications.clusterName }}true{{ end }}
+{{- end }}
+
+{{- define "arbiter.notificationsConfig" -}}
+{{- $n := .Values.notifications }}
+{{- $receivers := list }}
+{{- range $n.receivers }}
+{{- $r := omit . "urlSecretRef" }}
+{{- with .urlSecretRef }}
+{{- $r = set $r "urlFile" (printf "/etc/arbiter/notifications/secrets/%s/%s" .name .key) }}
+{{- end }}
+{{- $receivers = append $receivers $r }}
+{{- end }}
+{{- $config := dict "clusterName" $n.clusterName "linkTemplate" $n.linkTemplate "receivers" $receivers "delivery" $n.delivery "alertmanager" $n.alertmanager }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/* The Secrets the notification receivers' URLs come from, each once. */}}
+{{- define "arbiter.notificationSecrets" -}}
+{{- $names := list }}
+{{- range .Values.notifications.receivers }}
+{{- with .urlSecretRef }}{{ $names = append $names .name }}{{ end }}
+{{- end }}
+{{- toJson (uniq $names) }}
+{{- end }}

@@ -952,6 +952,95 @@ class Gate(_Model):
         return self
 
 
+class NotificationSeverity(StrEnum):
+    """How loud a notification is; a receiver sends those at or above its minimum."""
+
+    INFO = "Info"
+    WARNING = "Warning"
+    CRITICAL = "Critical"
+
+
+class NotificationEvent(StrEnum):
+    """A transition receivers can be told about (docs/notifications.md maps each to its severity)."""
+
+    STARTED = "Started"
+    ADVANCED = "Advanced"
+    PAUSED = "Paused"
+    RESUMED = "Resumed"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    CONCLUDED = "Concluded"
+    SAMPLE_RATIO_MISMATCH = "SampleRatioMismatch"
+    METRICS_UNAVAILABLE = "MetricsUnavailable"
+    METRICS_RECOVERED = "MetricsRecovered"
+    FAILED = "Failed"
+
+
+class NotificationReceiverType(StrEnum):
+    """What a receiver speaks."""
+
+    WEBHOOK = "Webhook"
+    SLACK = "Slack"
+    ALERTMANAGER = "Alertmanager"
+
+
+class NotificationReceiver(_Model):
+    """A receiver of this experiment's notifications: one the operator is configured with, or its own."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _cel(
+                    "has(self.type) == has(self.urlSecretRef)",
+                    "set type and urlSecretRef together (an own receiver), or neither (the operator's "
+                    "receiver of that name)",
+                )
+            ]
+        }
+    )
+
+    name: VariantName = Field(
+        description="Without type: the name of a receiver configured in the operator (the chart's "
+        "notifications.receivers). With type: this receiver's own name."
+    )
+    type: NotificationReceiverType | None = Field(
+        default=None, description="Webhook (JSON), Slack (incoming webhook) or Alertmanager (its v2 API)."
+    )
+    url_secret_ref: SecretKeySelector | None = Field(
+        default=None,
+        description="The Secret key holding the receiver's URL (a Slack webhook URL is a credential); the "
+        "operator needs `get` on that Secret (docs/notifications.md).",
+    )
+
+    @model_validator(mode="after")
+    def _own_or_referenced(self) -> NotificationReceiver:
+        if (self.type is None) != (self.url_secret_ref is None):
+            raise ValueError(
+                "set type and urlSecretRef together (an own receiver), or neither (the operator's "
+                "receiver of that name)"
+            )
+        return self
+
+
+class Notifications(_Model):
+    """Who hears about this experiment's transitions."""
+
+    receivers: Annotated[list[NotificationReceiver], Field(max_length=10)] = Field(
+        default_factory=list,
+        description="Receivers told about this experiment (besides the operator's "
+        "receivers for all experiments).",
+    )
+    min_severity: NotificationSeverity = Field(
+        default=NotificationSeverity.INFO,
+        description="Send transitions at or above this severity to the receivers listed here: Info, "
+        "Warning or Critical.",
+    )
+    events: Annotated[list[NotificationEvent], Field(max_length=16)] = Field(
+        default_factory=list,
+        description="Send only these transitions to the receivers listed here; empty means all.",
+    )
+
+
 _SPEC_RULES: list[JsonValue] = [
     _cel(
         "self.challengers.all(c, c.name != self.champion.name)",
@@ -1020,6 +1109,10 @@ class ModelExperimentSpec(_Model):
         description="What to do with the verdict.",
     )
     paused: bool = Field(default=False, description="Freeze the experiment where it is; set false to resume.")
+    notifications: Notifications | None = Field(
+        default=None,
+        description="Notify receivers of transitions (started, advanced, paused, promoted, ...).",
+    )
     gates: Annotated[list[Gate], Field(max_length=MAX_GATES)] | None = Field(
         default=None,
         description="Webhook gates asked before the first step, each step change and promotion, and told "

@@ -222,6 +222,23 @@ def register(subparsers: Any) -> None:
         "may be read (repeatable) [$ARBITER_PROMETHEUS_CREDENTIALS_DIRS, colon-separated; default "
         "/etc/arbiter/prometheus]",
     )
+    notify = parser.add_argument_group(
+        "notifications",
+        "Receivers told about every experiment's transitions (docs/notifications.md); experiments add their "
+        "own in spec.notifications.",
+    )
+    notify.add_argument(
+        "--notifications-config",
+        default=os.environ.get("ARBITER_NOTIFICATIONS_CONFIG") or None,
+        metavar="FILE",
+        help="YAML file with the receivers (the chart's ConfigMap), read at start [$ARBITER_NOTIFICATIONS_CONFIG]",
+    )
+    notify.add_argument(
+        "--cluster-name",
+        default=os.environ.get("ARBITER_CLUSTER_NAME") or "",
+        metavar="NAME",
+        help="the cluster's name in every notification (wins over the file's clusterName) [$ARBITER_CLUSTER_NAME]",
+    )
     parser.set_defaults(func=run)
 
 
@@ -278,6 +295,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"arbiter run: {err}", file=sys.stderr)
         return 2
+    try:
+        _configure_notifications(args)
+    except ValueError as err:
+        print(f"arbiter run: --notifications-config: {err}", file=sys.stderr)
+        return 2
     configure_logging("debug" if args.verbose else args.log_level, args.log_format)
     if args.metrics_port is not None:
         from prometheus_client import start_http_server
@@ -294,6 +316,24 @@ def run(args: argparse.Namespace) -> int:
         kopf.run(**options)
         return 0
     return _run_with_leader_election(args, options)
+
+
+def _configure_notifications(args: argparse.Namespace) -> None:
+    """Read the receivers file (if any) and hand it to the notification handler.
+
+    Raises:
+        ValueError: the file is unreadable or invalid (the message names the field).
+    """
+    from arbiter.handlers import notifications
+    from arbiter.notify import ConfigError, load_config
+
+    config = None
+    if args.notifications_config:
+        try:
+            config = load_config(args.notifications_config)
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+    notifications.configure(config, cluster_name=args.cluster_name)
 
 
 def _run_with_leader_election(args: argparse.Namespace, options: dict[str, Any]) -> int:

@@ -1,5 +1,5 @@
 """Kopf handlers; importing this package registers them."""
 
-from arbiter.handlers import experiment
+from arbiter.handlers import experiment, notifications
 
-__all__ = ["experiment"]
+__all__ = ["experiment", "notifications"]

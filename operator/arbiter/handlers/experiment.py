@@ -41,7 +41,7 @@ from arbiter.api import (
 from arbiter.api.conditions import set_condition
 from arbiter.api.status_view import leading_challenger
 from arbiter.api.timestamps import now_rfc3339
-from arbiter.handlers import telemetry, workloads
+from arbiter.handlers import notifications, telemetry, workloads
 from arbiter.handlers.gating import ask_gates, read_live_split
 from arbiter.handlers.observe import read_observations
 from arbiter.handlers.shard import in_shard
@@ -421,6 +421,9 @@ async def _write(
             status,
             resource_version=meta["resourceVersion"],
         )
+        # Only after the write went through: a refused (stale) write raised above, so a transition is
+        # told once, and a restart, which reads this status back, finds nothing new to tell.
+        notifications.publish(body, ref, before, status, logger)
     telemetry.record(meta["namespace"], meta["name"], body, status)
     for event in events:
         logger.info("%s: %s", event.reason, event.message)
