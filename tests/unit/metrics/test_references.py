@@ -20,7 +20,8 @@ from arbiter.metrics.references import (
     resolve,
     uses_templates,
 )
-from arbiter.metrics.template import TemplateError, render_parameters
+from arbiter.metrics.base import QueryContext, QueryPath
+from arbiter.metrics.template import TemplateError, plan_queries, render_parameters
 from arbiter.rollout.controls import identity_hash
 
 ROOT = Path(__file__).parents[3]
@@ -284,6 +285,16 @@ def test_every_library_template_is_valid_and_resolves_with_its_defaults(name: st
     assert "{{variant}}" in rendered and "arbiter_router_" in rendered
     assert "{{quantile}}" not in rendered and "{{window}}" not in rendered
     parse_spec(resolution.spec)
+    # The router's metrics carry the variant label: every library query costs one query per tick.
+    resolved = resolution.spec["analysis"][key]
+    resolved = resolved if key == "primary" else resolved[0]
+    queries = [
+        resolved[k] for k in ("query", "successes", "trials", "count", "sum", "sumSquares") if k in resolved
+    ]
+    queries += [v for k, v in (resolved.get("rate") or {}).items() if k != "type"]
+    for query in queries:
+        plan = plan_queries(query, QueryContext("fraud", "ml"), ["v1", "v2"])
+        assert plan.path is QueryPath.BY_VARIANT, (query, plan.reason)
 
 
 def test_render_parameters_escapes_by_context_and_keeps_the_operators_placeholders() -> None:
@@ -294,3 +305,22 @@ def test_render_parameters_escapes_by_context_and_keeps_the_operators_placeholde
         render_parameters("m[{{window}}]", {"window": "5m]) or vector(1"})
     with pytest.raises(TemplateError, match="must not contain"):
         render_parameters('m{a="{{a}}"}', {"a": "{{namespace}}"})
+
+
+def test_the_example_resolves_with_its_own_template_and_the_chart_library() -> None:
+    docs = [d for d in yaml.safe_load_all((ROOT / "examples/metric-templates.yaml").read_text()) if d]
+    templates = {
+        f"{d['kind']}/{d['metadata']['name']}": d["spec"]
+        for d in docs
+        if d["kind"].endswith("MetricTemplate")
+    }
+    templates.update({f"ClusterMetricTemplate/{name}": spec for name, spec in LIBRARY.items()})
+    (experiment,) = [d for d in docs if d["kind"] == "ModelExperiment"]
+    resolution = resolve(experiment["spec"], store(**templates))
+    assert resolution.ok, resolution.message()
+    parsed = parse_spec(resolution.spec)
+    latency, errors = parsed.analysis.guardrails
+    assert latency.max == 0.5 and latency.query is not None and "histogram_quantile(0.99," in latency.query
+    assert "[2m]" in latency.query
+    assert errors.critical and errors.rate is not None and errors.max_increase_over_champion == 0.01
+    assert parsed.analysis.primary is not None and parsed.analysis.primary.minimum_detectable_effect == 0.03
