@@ -11,6 +11,7 @@ import yaml
 
 from arbiter.api import parse_spec
 from arbiter.api.metrictemplate import TemplateKind, parse_template_spec
+from arbiter.metrics.base import QueryContext, QueryPath
 from arbiter.metrics.references import (
     REASON_INVALID,
     REASON_NOT_FOUND,
@@ -20,7 +21,6 @@ from arbiter.metrics.references import (
     resolve,
     uses_templates,
 )
-from arbiter.metrics.base import QueryContext, QueryPath
 from arbiter.metrics.template import TemplateError, plan_queries, render_parameters
 from arbiter.rollout.controls import identity_hash
 
