@@ -322,5 +322,5 @@ def test_the_example_resolves_with_its_own_template_and_the_chart_library() -> N
     latency, errors = parsed.analysis.guardrails
     assert latency.max == 0.5 and latency.query is not None and "histogram_quantile(0.99," in latency.query
     assert "[2m]" in latency.query
-    assert errors.critical and errors.rate is not None and errors.max_increase_over_champion == 0.01
+    assert errors.critical and errors.query is not None and errors.max_increase_over_champion == 0.01
     assert parsed.analysis.primary is not None and parsed.analysis.primary.minimum_detectable_effect == 0.03
