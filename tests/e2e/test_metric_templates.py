@@ -148,7 +148,11 @@ def test_a_missing_template_holds_the_experiment_until_it_is_created(
         kube_api,
         env.namespace,
         "missing",
-        lambda s: condition(s, RESOLVED).get("status") == "True" and s.get("phase") == "Progressing",
+        lambda s: (
+            condition(s, RESOLVED).get("status") == "True"
+            and s.get("phase") == "Progressing"
+            and bool((s.get("engine") or {}).get("identity"))
+        ),
         timeout=60,
         message="the experiment to resolve the template and start",
     )
@@ -156,3 +160,20 @@ def test_a_missing_template_holds_the_experiment_until_it_is_created(
     reasons = wait_for_events(kube_api, env.namespace, "missing", RESOLVED, "Progressing")
     assert reasons.index("TemplateNotFound") < reasons.index(RESOLVED), reasons
     assert event_reasons(kube_api, env.namespace, "missing").count("TemplateNotFound") == 1
+
+    # A different question in the template restarts the analysis (docs/rollout.md, spec changes).
+    identity = running["engine"]["identity"]
+    conversion["spec"]["outcome"]["trials"] = conversion["spec"]["outcome"]["trials"].replace(
+        "success|failure", "failure|success"
+    )
+    apply(cluster, [conversion])
+    restarted = wait_for_status(
+        kube_api,
+        env.namespace,
+        "missing",
+        lambda s: (s.get("engine") or {}).get("identity") not in (None, identity),
+        timeout=60,
+        message="the changed template to change the experiment's identity",
+    )
+    assert restarted["phase"] == "Progressing" and restarted.get("currentStep") == 0, restarted
+    wait_for_events(kube_api, env.namespace, "missing", "Restarted")

@@ -253,3 +253,15 @@ def test_invalid_references_are_refused_with_the_field(
     assert result.returncode != 0, f"{case}: the API server accepted an invalid reference"
     assert field in result.stderr, f"{case}: field {field!r} not named in: {result.stderr}"
     assert message in result.stderr, f"{case}: message {message!r} not in: {result.stderr}"
+
+
+def test_kubectl_explain_prints_the_template_descriptions(cluster: Any, arbiter_crd: str) -> None:
+    def explain(field: str) -> str:
+        return " ".join(cluster.kubectl("explain", field).stdout.split())  # kubectl wraps lines
+
+    parameters = explain("metrictemplate.spec.parameters")
+    assert "Placeholders the queries use" in parameters and "required" in parameters
+    outcome = explain("clustermetrictemplate.spec.outcome.minimumDetectableEffect")
+    assert "an experiment may override it" in outcome
+    reference = explain("modelexperiment.spec.analysis.primary.templateRef")
+    assert "MetricTemplate or ClusterMetricTemplate" in reference and "parameters" in reference
