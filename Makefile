@@ -54,10 +54,12 @@ fmt: install ## Format the code and apply ruff's safe fixes
 .PHONY: crds
 crds: install ## Generate the CRD (crds/ and charts/arbiter/crds/) from operator/arbiter/api
 	@$(PY) -m arbiter.api.crd --out crds/modelexperiment.yaml --out charts/arbiter/crds/modelexperiment.yaml
+	@$(PY) -m arbiter.api.template_crd --out crds/metrictemplates.yaml --out charts/arbiter/crds/metrictemplates.yaml
 
 .PHONY: crds-check
 crds-check: install ## Fail if the committed CRD differs from what `make crds` generates
 	@$(PY) -m arbiter.api.crd --check crds/modelexperiment.yaml --check charts/arbiter/crds/modelexperiment.yaml
+	@$(PY) -m arbiter.api.template_crd --check crds/metrictemplates.yaml --check charts/arbiter/crds/metrictemplates.yaml
 
 .PHONY: test
 test: install system-deps controlplane lint ## Run every test: unit, integration (real API server, real Prometheus) and e2e

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD_FILE = ROOT / "crds" / "modelexperiment.yaml"
+TEMPLATE_CRD_FILE = ROOT / "crds" / "metrictemplates.yaml"
 OPERATOR_RELEASE = "arbiter"
 OPERATOR_NAMESPACE = "arbiter-system"
 # What the API server says when RBAC refuses a request (HTTP 403): '... is forbidden: User
@@ -57,10 +58,16 @@ FORBIDDEN = re.compile(r"is forbidden: User .*? cannot [a-z]+ resource")
 
 @pytest.fixture(scope="session")
 def arbiter_crd(cluster: Any) -> str:
-    """Install the ModelExperiment CRD (server-side apply) and wait until it is Established."""
+    """Install the ModelExperiment and MetricTemplate CRDs (server-side apply); wait until Established."""
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(TEMPLATE_CRD_FILE))
     cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/modelexperiments.arbiter.dev"
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/modelexperiments.arbiter.dev",
+        "crd/metrictemplates.arbiter.dev",
+        "crd/clustermetrictemplates.arbiter.dev",
     )
     # Discovery caches in kubectl can lag behind Established; wait until the short name resolves.
     wait_for(

@@ -60,7 +60,8 @@ def field_path(path: Path_) -> str:
 
 def _experiments(path: Path) -> list[dict[str, Any]]:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return [d for d in docs if d.get("kind") == "ModelExperiment"]
+    # Entries that name a MetricTemplate have no pydantic twin until resolved (tests/unit/metrics).
+    return [d for d in docs if d.get("kind") == "ModelExperiment" and "templateRef" not in str(d)]
 
 
 def _set(node: Any, path: Path_, value: Any) -> None:

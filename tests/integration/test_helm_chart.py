@@ -32,6 +32,10 @@ OPERATOR_ACCESS = [
     ("patch", "modelexperiments.arbiter.dev", True),
     ("patch", "modelexperiments.arbiter.dev/status", True),
     ("list", "customresourcedefinitions.apiextensions.k8s.io", False),
+    ("get", "metrictemplates.arbiter.dev", True),
+    ("watch", "metrictemplates.arbiter.dev", False),
+    ("get", "clustermetrictemplates.arbiter.dev", False),
+    ("list", "clustermetrictemplates.arbiter.dev", False),
     ("create", "events", True),
     ("get", "deployments.apps", True),
     ("patch", "deployments.apps/scale", True),
@@ -79,6 +83,7 @@ def test_chart_lints(bin_dir: Path, values: Path | None) -> None:
 def test_default_rendering_runs_one_operator_safely(bin_dir: Path) -> None:
     docs = render(bin_dir, namespace="ops", settings=("watchNamespaces={ml,ranking}", "log.level=debug"))
     assert sorted(d["kind"] for d in docs) == [
+        *["ClusterMetricTemplate"] * 5,  # the library for the router's metrics (metricTemplates.library)
         "ClusterRole",
         "ClusterRoleBinding",
         "ConfigMap",  # the two Grafana dashboards (dashboards.enabled)
@@ -158,6 +163,11 @@ def test_every_option_reaches_the_objects(bin_dir: Path) -> None:
     operator = container(deployment)
     assert deployment["spec"]["replicas"] == 3
     assert operator["image"] == "registry.example.com/platform/arbiter:0.2.0-rc.1"
+    library = sorted(d["metadata"]["name"] for d in docs if d["kind"] == "ClusterMetricTemplate")
+    assert library == [
+        f"ci-router-{n}"
+        for n in ("conversion", "error-rate", "mean-value", "p95-latency", "shadow-agreement")
+    ]
     assert operator["imagePullPolicy"] == "Always"
     assert pod["imagePullSecrets"] == [{"name": "registry-credentials"}]
     assert pod["serviceAccountName"] == "arbiter-operator"
@@ -344,6 +354,7 @@ BAD_VALUES = [
         "caKey or insecureSkipVerify",
     ),
     ("router.enabled=true", "router.enabled needs at least one router.instances entry"),
+    ("metricTemplates.namePrefix=Bad_", "at '/metricTemplates/namePrefix'"),
     (
         "metrics.serviceMonitor.enabled=true,metrics.service.enabled=false",
         "needs metrics.enabled and metrics.service.enabled",
@@ -447,7 +458,7 @@ def test_rbac_check_finds_what_it_forbids(bin_dir: Path) -> None:
 
 @pytest.mark.parametrize("name", ["default", "all-options"])
 def test_rendered_objects_pass_server_side_dry_run(
-    cluster: Any, thirdparty_crds: list[str], namespace: str, tmp_path: Path, name: str
+    cluster: Any, arbiter_crd: str, thirdparty_crds: list[str], namespace: str, tmp_path: Path, name: str
 ) -> None:
     """The API server (with the real prometheus-operator CRDs) accepts every rendered object as it is."""
     values_files: tuple[Path, ...] = ()
@@ -649,6 +660,10 @@ def test_crd_upgrade_is_the_documented_server_side_apply(cluster: Any, arbiter_c
     assert current == columns
 
 
-@pytest.mark.parametrize("path", [ROOT / "crds" / "modelexperiment.yaml"], ids=["crd"])
+@pytest.mark.parametrize(
+    "path",
+    [ROOT / "crds" / "modelexperiment.yaml", ROOT / "crds" / "metrictemplates.yaml"],
+    ids=["crd", "metric-templates"],
+)
 def test_the_chart_ships_the_generated_crd(path: Path) -> None:
-    assert (CHART / "crds" / "modelexperiment.yaml").read_text() == path.read_text()
+    assert (CHART / "crds" / path.name).read_text() == path.read_text()

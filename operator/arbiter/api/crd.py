@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel
 
 from arbiter.api import v1alpha1 as api
+from arbiter.api.metrictemplate import TemplateRef, allow_template_refs
 
 JsonSchema = dict[str, Any]
 
@@ -158,6 +159,8 @@ def _object_schema(model: type[BaseModel], root: str) -> JsonSchema:
 def openapi_schema() -> JsonSchema:
     """The full openAPIV3Schema of the ModelExperiment custom resource."""
     spec = _object_schema(api.ModelExperimentSpec, "spec")
+    # Guardrails and metrics may name a MetricTemplate instead (arbiter.api.metrictemplate).
+    spec = allow_template_refs(spec, _object_schema(TemplateRef, "templateRef"))
     status = _object_schema(api.ModelExperimentStatus, "status")
     return {
         "type": "object",

@@ -41,7 +41,7 @@ from arbiter.api import (
 from arbiter.api.conditions import set_condition
 from arbiter.api.status_view import leading_challenger
 from arbiter.api.timestamps import now_rfc3339
-from arbiter.handlers import notifications, telemetry, workloads
+from arbiter.handlers import metric_templates, notifications, telemetry, workloads
 from arbiter.handlers.gating import ask_gates, read_live_split
 from arbiter.handlers.observe import read_observations
 from arbiter.handlers.shard import in_shard
@@ -208,7 +208,7 @@ def on_delete(
     if phase in {p.value for p in TERMINAL_PHASES} or phase in (None, Phase.PENDING.value):
         return
     try:
-        parsed = parse_spec(dict(spec))
+        parsed = parse_spec(metric_templates.spec_for_cleanup(namespace or "", dict(spec)))
     except ValidationError:
         return
     if parsed.dry_run:  # a dry run never changed the traffic: nothing to hand back
@@ -261,6 +261,14 @@ async def tick(
     meta = body.get("metadata", {})
     generation = meta.get("generation")
     before: dict[str, Any] = dict(body.get("status") or {})
+    # MetricTemplate references become inline metrics here; the engine never sees a reference.
+    resolution = await asyncio.to_thread(metric_templates.resolve_for, namespace, body.get("spec") or {})
+    if not resolution.ok:
+        held, held_events = metric_templates.hold(before, resolution, generation, now_rfc3339())
+        await _write(body, ref, before, held, held_events, logger, memo)
+        return RESYNC_SECONDS
+    body = {**body, "spec": resolution.spec}
+    marked, template_events = metric_templates.mark_resolved(before, resolution, generation, now_rfc3339())
     spec, spec_error = _parse(body.get("spec") or {})
     problems: list[str] = []
     if spec is not None:
@@ -268,7 +276,7 @@ async def tick(
         workloads.wake_on_change(namespace, spec.variants, _wakeup(memo))
         problems = [p for state in states for p in state.problems]
     admitted = admit(
-        status=before,
+        status=marked,
         generation=generation,
         spec=spec,
         spec_error=spec_error,
@@ -277,13 +285,13 @@ async def tick(
     )
     phase = admitted.status.get("phase")
     if spec is None or phase in (None, Phase.PENDING.value, Phase.FAILED.value):
-        await _write(body, ref, before, admitted.status, admitted.events, logger, memo)
+        await _write(body, ref, before, admitted.status, [*template_events, *admitted.events], logger, memo)
         return RESYNC_SECONDS
 
     controls = Controls.from_annotations(meta.get("annotations"))
     plan = await asyncio.to_thread(_decide, spec, namespace, name, admitted.status, controls, generation)
     telemetry.DECISIONS.labels(plan.outcome).inc()
-    events = [*admitted.events, *plan.events]
+    events = [*template_events, *admitted.events, *plan.events]
     try:
         routed = await asyncio.to_thread(_route, spec, namespace, name, before, plan)
     except RoutingError as exc:

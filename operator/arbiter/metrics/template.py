@@ -28,6 +28,7 @@ __all__ = [
     "TemplateError",
     "plan_queries",
     "render",
+    "render_parameters",
     "rewrite_by_variant",
 ]
 
@@ -528,3 +529,51 @@ def plan_queries(
         except TemplateError as exc:
             errors[variant] = str(exc)
     return QueryStrategy(QueryPath.PER_VARIANT, reason, per_variant=queries, errors=errors)
+
+
+# --- template parameters (MetricTemplate) ----------------------------------------------------------------
+
+_NUMBER_VALUE = re.compile(r"[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+
+
+def render_parameters(template: str, values: Mapping[str, str]) -> str:
+    """Substitute a MetricTemplate's declared parameters, leaving the operator's own placeholders.
+
+    The same context rules as :func:`render` apply (escaped inside string literals, regex-escaped inside
+    a regex matcher); outside any string a value must be an identifier, a duration such as ``5m`` or a
+    plain number such as ``0.95`` (e.g. the quantile of ``histogram_quantile``).
+
+    Args:
+        template: the query of the template.
+        values: parameter name -> value.
+
+    Returns:
+        The query with every parameter substituted; ``{{experiment}}``, ``{{namespace}}`` and
+        ``{{variant}}`` are kept for :func:`render`.
+
+    Raises:
+        TemplateError: a placeholder that is neither a parameter with a value nor the operator's own, or a
+            value that cannot be made safe where it sits.
+    """
+    out: list[str] = []
+    position = 0
+    for where in sorted(_placeholders(template), key=lambda p: p.start):
+        if where.name in PLACEHOLDERS:
+            continue
+        if where.name not in values:
+            raise TemplateError(
+                f"{{{{{where.name}}}}} is not a declared parameter with a value (the template declares "
+                + (", ".join(sorted(values)) or "none")
+                + "; experiment, namespace and variant are filled by the operator)"
+            )
+        value = values[where.name]
+        if "{{" in value or "}}" in value:
+            raise TemplateError(f"the value of {{{{{where.name}}}}} must not contain {{{{ or }}}}")
+        out.append(template[position : where.start])
+        if where.quote is None and _NUMBER_VALUE.fullmatch(value):
+            out.append(value)
+        else:
+            out.append(_substitute(value, where))
+        position = where.end
+    out.append(template[position:])
+    return "".join(out)

@@ -252,7 +252,7 @@ def _example_queries() -> list[object]:
             if not doc or doc.get("kind") != "ModelExperiment":
                 continue
             analysis = doc["spec"]["analysis"]
-            queries = [g["query"] for g in analysis.get("guardrails", [])]
+            queries = [g["query"] for g in analysis.get("guardrails", []) if "query" in g]
             for metric in [analysis.get("primary"), *analysis.get("secondary", [])]:
                 if metric:
                     queries += [
