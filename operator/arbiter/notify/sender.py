@@ -34,7 +34,7 @@ from arbiter.notify.payloads import (
     slack_payload,
     webhook_payload,
 )
-from arbiter.notify.transitions import SEVERITY_RANK, Kind, Notice, Severity, detect
+from arbiter.notify.transitions import SEVERITY_RANK, Kind, Notice, Severity, as_dry_run, detect
 
 log = logging.getLogger("arbiter.notify")
 
@@ -165,6 +165,8 @@ class Notifier:
             return [], []
         meta = experiment.get("metadata") or {}
         spec = experiment.get("spec") or {}
+        if spec.get("dryRun") is True:
+            notices = [as_dry_run(notice) for notice in notices]
         namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
         try:
             targets, problems = self.targets_for(namespace, spec)

@@ -10,7 +10,7 @@ was refused as stale found nothing. A crash between the write and the send loses
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from arbiter.api.v1alpha1 import NotificationEvent, NotificationSeverity
@@ -64,6 +64,20 @@ class Notice:
     ended: Kind | None = None
     pause_reason: str | None = None
     ended_severity: Severity | None = None
+
+
+#: How a dry run's notices start: nothing they tell about happened to the traffic.
+DRY_RUN_PREFIX = "dry run, no traffic changed: "
+
+
+def as_dry_run(notice: Notice) -> Notice:
+    """A dry run's notice: Info (a dry run pages nobody), its reason saying nothing was done."""
+    return replace(
+        notice,
+        severity=Severity.INFO,
+        reason=notice.reason if notice.reason.startswith(DRY_RUN_PREFIX) else DRY_RUN_PREFIX + notice.reason,
+        ended_severity=Severity.INFO if notice.ended_severity is not None else None,
+    )
 
 
 def state_of(status: Mapping[str, Any]) -> Kind | None:

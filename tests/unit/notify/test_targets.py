@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from arbiter.api.v1alpha1 import NotificationReceiverType
 from arbiter.notify.config import parse_config
 from arbiter.notify.sender import Notifier
@@ -79,3 +81,26 @@ def test_an_invalid_spec_notifications_still_tells_the_operators_receivers() -> 
     queued, problems = asyncio.run(run())
     assert queued == ["pager"], "the pager (Critical) takes a RolledBack; audit only Promoted"
     assert problems == ["spec.notifications is invalid: only the operator's receivers were told"]
+
+
+def test_a_dry_runs_rollback_pages_nobody_and_says_nothing_was_done() -> None:
+    import asyncio
+
+    async def run() -> tuple[list[str], list[Any]]:
+        sender = Notifier(CONFIG)
+        experiment = {"metadata": {"namespace": "ml", "name": "x"}, "spec": {"dryRun": True}}
+        before = {"phase": "Progressing"}
+        after = {"phase": "RolledBack", "decision": {"outcome": "Rollback", "reason": "latency breached"}}
+        notices, _ = sender.notify(experiment, before, after)
+        queued = [label for label in ("pager", "audit", "team") if sender.queued(label)]
+        for lane in sender._lanes.values():
+            if lane.worker is not None:
+                lane.worker.cancel()
+        await sender.close(timeout=0)
+        return queued, notices
+
+    queued, notices = asyncio.run(run())
+    (notice,) = notices
+    assert notice.kind is Kind.ROLLED_BACK and notice.severity is Severity.INFO
+    assert notice.reason.startswith("dry run, no traffic changed: ")
+    assert queued == [], "the pager wants Critical only; a dry run is Info"
