@@ -41,7 +41,7 @@ from arbiter.api import (
 from arbiter.api.conditions import set_condition
 from arbiter.api.status_view import leading_challenger
 from arbiter.api.timestamps import now_rfc3339
-from arbiter.handlers import telemetry, workloads
+from arbiter.handlers import route_drift, telemetry, workloads
 from arbiter.handlers.observe import read_observations
 from arbiter.handlers.shard import in_shard
 from arbiter.k8s import experiments as k8s_experiments
@@ -260,7 +260,9 @@ async def tick(
         return RESYNC_SECONDS
 
     controls = Controls.from_annotations(meta.get("annotations"))
-    plan = await asyncio.to_thread(_decide, spec, namespace, name, admitted.status, controls, generation)
+    plan = await asyncio.to_thread(
+        _decide, spec, namespace, name, admitted.status, controls, generation, problems
+    )
     telemetry.DECISIONS.labels(plan.outcome).inc()
     events = [*admitted.events, *plan.events]
     try:
@@ -283,6 +285,21 @@ async def tick(
     new_status = dict(plan.status)
     if routed is not None:
         new_status["traffic"] = routed
+        drift = route_drift.judge_drift(
+            route_drift.previous_streak(before),
+            route_drift.previous_streak(new_status),
+            spec.routing.provider.value,
+            str(routed.get("reason") or ""),
+        )
+        if drift.condition is not None:
+            new_status["conditions"] = set_condition(
+                new_status.get("conditions"),
+                route_drift.CONDITION,
+                *drift.condition,
+                now_rfc3339(),
+                generation,
+            )
+        events = [*events, *drift.events]
     await _write(body, ref, before, new_status, events, logger, memo)
     if new_status.get("phase") in {p.value for p in TERMINAL_PHASES}:
         return max(RESYNC_SECONDS, parse_duration(spec.analysis.interval))
@@ -296,16 +313,19 @@ def _decide(
     status: dict[str, Any],
     controls: Controls,
     generation: int | None,
+    workload_problems: list[str],
 ) -> Plan:
-    """Read the metrics (unless finished) and run the engine."""
-    if status.get("phase") in {p.value for p in TERMINAL_PHASES}:
+    """Read the metrics (unless finished, or held for missing workloads) and run the engine."""
+    if status.get("phase") in {p.value for p in TERMINAL_PHASES} or workload_problems:
         observations = Observations()
     else:
         # One provider (one HTTP session) per resolved Prometheus connection, reused by every tick.
         provider = metrics_provider_for(spec.analysis, namespace)
         observations = read_observations(provider, spec, namespace, name)
         telemetry.QUERY_ERRORS.inc(len(observations.errors()))
-    return engine_step(spec, status, observations, dt.datetime.now(dt.UTC), controls, generation)
+    return engine_step(
+        spec, status, observations, dt.datetime.now(dt.UTC), controls, generation, workload_problems
+    )
 
 
 def _route(
@@ -326,16 +346,29 @@ def _route(
         }
     mirror = Mirror(action.mirror[0], action.mirror[1]) if action.mirror else None
     first = not (before.get("engine") or {}).get("routed")
-    if first or before.get("weights") != action.weights:
+    planned = first or before.get("weights") != action.weights
+    if planned:
         provider.reconcile()
         provider.set_weights(action.weights, mirror)
         plan.status.setdefault("engine", {})["routed"] = True
     verdict = provider.verify(action.weights, mirror)
+    streak = 0
     if verdict.outcome is Verification.NO and not first:
-        provider.reconcile()
-        provider.set_weights(action.weights, mirror)
-        verdict = provider.verify(action.weights, mirror)
-    return {"verified": verdict.outcome.value, "reason": verdict.reason, "weights": action.weights}
+        # Weights that were in place and are not any more: someone else changed the route. Put it back,
+        # with back-off once it keeps happening (route_drift: no endless fight with a GitOps tool).
+        streak = 0 if planned else route_drift.previous_streak(before) + 1
+        if streak == 0 or route_drift.should_repair(streak):
+            provider.reconcile()
+            provider.set_weights(action.weights, mirror)
+            verdict = provider.verify(action.weights, mirror)
+    routed: dict[str, Any] = {
+        "verified": verdict.outcome.value,
+        "reason": verdict.reason,
+        "weights": action.weights,
+    }
+    if streak:
+        routed["overwrites"] = streak
+    return routed
 
 
 async def _current(namespace: str, name: str, live: kopf.Body, memo: kopf.Memo) -> dict[str, Any] | None:
