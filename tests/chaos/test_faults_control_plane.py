@@ -35,7 +35,7 @@ from arbiter_fixtures import CRD_FILE, OperatorProcess, install_operator_identit
 from chaos_ledger import ChaosRun, record_run
 from helpers import wait_for
 
-pytestmark = [pytest.mark.chaos, pytest.mark.e2e, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.chaos, pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(420)]
 __all__ = ["dedicated_cluster"]  # a fixture, imported for pytest
 
 TERMINAL = {"Promoted", "RolledBack", "Concluded", "Failed"}
