@@ -5,7 +5,7 @@ every other test keep theirs. While the API server is gone the operator can neit
 must not crash, not decide on what it could not read, and pick up by itself once the API server answers
 again: the same step, the same step clock, the same history, the same route, and ticks going on.
 (A condition cannot explain an outage of the API server it would be written to: the operator's log
-and its ``arbiter_*`` metrics do.)
+and its metric ``arbiter_tick_failures_total{error}`` do.)
 
 ``ARBITER_CHAOS_FULL=1`` restarts each component three times instead of once.
 """
@@ -148,3 +148,10 @@ def test_api_server_and_etcd_restarts_are_ridden_out(world: tuple[RolloutEnv, Op
         assert same, f"after the {component} restart: {describe(after)}"
         assert routed(env) == {"v1": 80, "v2": 20}
         operator.assert_alive()
+    # What explains the outage afterwards: the ticks that failed while the API server was unreachable.
+    failures = [
+        line
+        for line in operator.metrics().splitlines()
+        if line.startswith("arbiter_tick_failures_total{") and float(line.rsplit(" ", 1)[1]) > 0
+    ]
+    assert failures, "the operator's metrics count the ticks the outage failed"

@@ -139,6 +139,7 @@ async def experiment_loop(
             logger.info("%s; deciding again from a fresh read", exc)
             delay = STALE_RETRY_SECONDS
         except Exception as exc:  # never let one bad object kill its loop: log, back off, retry
+            telemetry.TICK_FAILURES.labels(type(exc).__name__).inc()
             logger.exception("tick failed for %s/%s: %s", namespace, name, exc)
             delay = RESYNC_SECONDS
         finally:
