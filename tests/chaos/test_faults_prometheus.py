@@ -170,7 +170,7 @@ def test_prometheus_nan_holds_the_step_and_recovers(
         lambda s: (
             s.get("phase") == "Progressing"
             and condition(s, "GuardrailsHealthy").get("reason") == "NoData"
-            and faulty_prometheus.count("nan") > 20
+            and faulty_prometheus.count("nan") > 15
         ),
         forbid=lambda s: s.get("phase") in TERMINAL | {"Paused"} or (s.get("currentStep") or 0) > 0,
         timeout=60,
@@ -185,7 +185,7 @@ def test_prometheus_nan_holds_the_step_and_recovers(
         kube_api,
         env.namespace,
         "nan",
-        lambda s: faulty_prometheus.count("nan") > 60,
+        lambda s: faulty_prometheus.count("nan") > 40,
         forbid=lambda s: s.get("phase") in TERMINAL | {"Paused"} or (s.get("currentStep") or 0) > 0,
         timeout=60,
         message="more NaN ticks, still in step 0",
