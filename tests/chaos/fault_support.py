@@ -60,6 +60,18 @@ def full_chaos() -> bool:
     return os.environ.get(FULL_ENV, "") not in ("", "0", "false")
 
 
+def steps_entered(steps: list[int]) -> list[int]:
+    """The steps in the order they were entered: ``[0, 0, 1, 1, 0]`` -> ``[0, 1, 0]`` (a step left and
+    entered again shows twice)."""
+    return [step for index, step in enumerate(steps) if index == 0 or steps[index - 1] != step]
+
+
+def steps_entered_again(steps: list[int]) -> int:
+    """How many times a step was entered after it had been left (the ledger's ``steps_doubled``)."""
+    entered = steps_entered(steps)
+    return len(entered) - len(set(entered))
+
+
 # -- Prometheus faults ----------------------------------------------------------------------------
 
 MODES = ("pass", "down", "slow", "garbage", "nan")
@@ -477,4 +489,6 @@ __all__ = [
     "port_open",
     "restart_component",
     "rollout_env",
+    "steps_entered",
+    "steps_entered_again",
 ]

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 import pytest
-from fault_support import rollout_env
+from fault_support import rollout_env, steps_entered, steps_entered_again
 from harness.env import RolloutEnv, deployment
 from harness.experiment import (
     UNDECIDED_MDE,
@@ -121,11 +121,12 @@ def test_a_deleted_challenger_holds_the_experiment_until_it_is_back(
     env.apply([deployment("model-v2", "v2", 1)])
     after = advanced(env, kube_api, "gone")
     seen = recorder.stop()
-    steps = list(dict.fromkeys([*(o.step for o in seen if o.step is not None), after["currentStep"]]))
+    steps = steps_entered([*(o.step for o in seen if o.step is not None), after["currentStep"]])
     record_run(
         ChaosRun(
             fault="challenger_deleted",
             outcome_differed=steps != [0, 1] or bool({o.phase for o in seen} & TERMINAL),
+            steps_doubled=steps_entered_again(steps),
             detail=f"{env.namespace}/gone held: {held.get('decision', {}).get('reason', '')[:100]}",
         )
     )
@@ -197,11 +198,12 @@ def test_a_crash_looping_challenger_holds_the_experiment_until_it_is_healthy(
     env.cluster.kubectl("delete", "pod", pod, "-n", env.namespace, "--wait=false")
     after = advanced(env, kube_api, "crashloop")
     seen = recorder.stop()
-    steps = list(dict.fromkeys([*(o.step for o in seen if o.step is not None), after["currentStep"]]))
+    steps = steps_entered([*(o.step for o in seen if o.step is not None), after["currentStep"]])
     record_run(
         ChaosRun(
             fault="challenger_crashloop",
             outcome_differed=steps != [0, 1] or bool({o.phase for o in seen} & TERMINAL),
+            steps_doubled=steps_entered_again(steps),
             detail=f"{env.namespace}/crashloop held: {held.get('decision', {}).get('reason', '')[:100]}",
         )
     )

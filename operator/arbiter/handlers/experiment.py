@@ -291,6 +291,7 @@ async def tick(
             route_drift.previous_streak(new_status),
             spec.routing.provider.value,
             str(routed.get("reason") or ""),
+            in_place=routed.get("verified") != Verification.NO.value,
         )
         if drift.condition is not None:
             new_status["conditions"] = set_condition(

@@ -59,17 +59,19 @@ class DriftReport:
     events: tuple[Event, ...] = ()
 
 
-def judge_drift(before: int, streak: int, provider: str, reason: str) -> DriftReport:
+def judge_drift(before: int, streak: int, provider: str, reason: str, in_place: bool = True) -> DriftReport:
     """The condition and Events for a streak that went from ``before`` to ``streak`` this tick.
 
     Args:
         before: the streak stored by the previous tick.
-        streak: this tick's streak (0: the route carries the weights).
+        streak: this tick's streak (0: no overwrite found this tick).
         provider: the routing provider's name, for messages.
         reason: what the provider observed (its verification reason).
+        in_place: the provider verified the weights in place (or cannot tell) at the end of the tick; a
+            contest is only declared over when they are.
     """
     if streak == 0:
-        if before > REPAIRS_IN_A_ROW:
+        if before > REPAIRS_IN_A_ROW and in_place:
             message = f"{provider}: the route carries Arbiter's weights again after {before} contested ticks"
             return DriftReport(("False", "InPlace", message), (Event("Normal", "RouteInPlace", message),))
         return DriftReport(None)

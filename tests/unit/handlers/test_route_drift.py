@@ -43,3 +43,8 @@ def test_a_contest_is_a_condition_and_one_event_then_settles() -> None:
     settled = judge_drift(11, 0, "Router", "")
     assert settled.condition is not None and settled.condition[:2] == ("False", "InPlace")
     assert [(e.type, e.reason) for e in settled.events] == [("Normal", "RouteInPlace")]
+
+
+def test_a_contest_is_not_declared_over_while_the_route_is_still_wrong() -> None:
+    # A planned weight change (a new step) resets the streak; the route may still be someone else's.
+    assert judge_drift(11, 0, "Router", "", in_place=False) == route_drift.DriftReport(None)
