@@ -67,6 +67,19 @@ def start_at_step_0(env: RolloutEnv, kube_api: Any, name: str) -> dict[str, Any]
     )
 
 
+def more_ticks(kube_api: Any, namespace: str, name: str, count: int) -> None:
+    """Wait until the operator has ticked ``count`` more times (the step's elapsed time is in its decision)."""
+    seen: list[Any] = []
+
+    def moved(status: dict[str, Any]) -> bool:
+        reason = (status.get("decision") or {}).get("reason")
+        if not seen or seen[-1] != reason:
+            seen.append(reason)
+        return len(seen) > count
+
+    wait_for_status(kube_api, namespace, name, moved, timeout=30, message=f"{count} more ticks")
+
+
 def test_a_hand_edited_route_is_put_back_once(
     rollout_env: Any, operator: OperatorProcess, kube_api: Any
 ) -> None:
@@ -98,7 +111,7 @@ def test_a_hand_edited_route_is_put_back_once(
             timeout=30,
             message="the route verified in place again",
         )
-        time.sleep(3)  # three ticks of 1s: a repair loop would show as more writes
+        more_ticks(kube_api, env.namespace, "hand", 3)  # a repair loop would show as more writes
     finally:
         writes.stop()
     seen = writes.values()
