@@ -1250,6 +1250,11 @@ class TrafficStatus(_Model):
     verified: str = Field(description="Yes, No, CannotTell or Finalized.")
     reason: str = Field(default="", description="What was observed.")
     weights: dict[str, int] | None = Field(default=None, description="The weights that were verified.")
+    overwrites: int | None = Field(
+        default=None,
+        ge=0,
+        description="Ticks in a row that found the route changed by someone else (absent when in place).",
+    )
 
 
 class LeadingChallenger(_Model):

@@ -41,7 +41,7 @@ from arbiter.api import (
 from arbiter.api.conditions import set_condition
 from arbiter.api.status_view import leading_challenger
 from arbiter.api.timestamps import now_rfc3339
-from arbiter.handlers import metric_templates, notifications, telemetry, workloads
+from arbiter.handlers import metric_templates, notifications, route_drift, telemetry, workloads
 from arbiter.handlers.gating import ask_gates, read_live_split
 from arbiter.handlers.observe import read_observations
 from arbiter.handlers.shard import in_shard
@@ -158,6 +158,7 @@ async def experiment_loop(
             logger.info("%s; deciding again from a fresh read", exc)
             delay = STALE_RETRY_SECONDS
         except Exception as exc:  # never let one bad object kill its loop: log, back off, retry
+            telemetry.TICK_FAILURES.labels(type(exc).__name__).inc()
             logger.exception("tick failed for %s/%s: %s", namespace, name, exc)
             delay = RESYNC_SECONDS
         finally:
@@ -289,7 +290,9 @@ async def tick(
         return RESYNC_SECONDS
 
     controls = Controls.from_annotations(meta.get("annotations"))
-    plan = await asyncio.to_thread(_decide, spec, namespace, name, admitted.status, controls, generation)
+    plan = await asyncio.to_thread(
+        _decide, spec, namespace, name, admitted.status, controls, generation, problems
+    )
     telemetry.DECISIONS.labels(plan.outcome).inc()
     events = [*template_events, *admitted.events, *plan.events]
     try:
@@ -312,6 +315,22 @@ async def tick(
     new_status = dict(plan.status)
     if routed is not None:
         new_status["traffic"] = routed
+        drift = route_drift.judge_drift(
+            route_drift.previous_streak(before),
+            route_drift.previous_streak(new_status),
+            spec.routing.provider.value,
+            str(routed.get("reason") or ""),
+            in_place=routed.get("verified") != Verification.NO.value,
+        )
+        if drift.condition is not None:
+            new_status["conditions"] = set_condition(
+                new_status.get("conditions"),
+                route_drift.CONDITION,
+                *drift.condition,
+                now_rfc3339(),
+                generation,
+            )
+        events = [*events, *drift.events]
     await _write(body, ref, before, new_status, events, logger, memo)
     if new_status.get("phase") in {p.value for p in TERMINAL_PHASES}:
         return max(RESYNC_SECONDS, parse_duration(spec.analysis.interval))
@@ -325,10 +344,11 @@ def _decide(
     status: dict[str, Any],
     controls: Controls,
     generation: int | None,
+    workload_problems: list[str],
 ) -> Plan:
-    """Read the metrics (unless finished) and run the engine."""
+    """Read the metrics (unless finished, or held for missing workloads) and run the engine."""
     live = None
-    if status.get("phase") in {p.value for p in TERMINAL_PHASES}:
+    if status.get("phase") in {p.value for p in TERMINAL_PHASES} or workload_problems:
         observations = Observations()
     else:
         # One provider (one HTTP session) per resolved Prometheus connection, reused by every tick.
@@ -338,11 +358,23 @@ def _decide(
         if spec.dry_run:
             live = read_live_split(spec, namespace, name)
     now = dt.datetime.now(dt.UTC)
-    plan = engine_step(spec, status, observations, now, controls, generation, live=live)
+    plan = engine_step(
+        spec, status, observations, now, controls, generation, live=live, workload_problems=workload_problems
+    )
     if plan.gate_calls:
         # The engine reached an action behind webhook gates: ask them, then decide the same tick again.
         verdicts = ask_gates(spec, namespace, name, status, plan.gate_calls)
-        plan = engine_step(spec, status, observations, now, controls, generation, gates=verdicts, live=live)
+        plan = engine_step(
+            spec,
+            status,
+            observations,
+            now,
+            controls,
+            generation,
+            gates=verdicts,
+            live=live,
+            workload_problems=workload_problems,
+        )
     return plan
 
 
@@ -364,16 +396,29 @@ def _route(
         }
     mirror = Mirror(action.mirror[0], action.mirror[1]) if action.mirror else None
     first = not (before.get("engine") or {}).get("routed")
-    if first or before.get("weights") != action.weights:
+    planned = first or before.get("weights") != action.weights
+    if planned:
         provider.reconcile()
         provider.set_weights(action.weights, mirror)
         plan.status.setdefault("engine", {})["routed"] = True
     verdict = provider.verify(action.weights, mirror)
+    streak = 0
     if verdict.outcome is Verification.NO and not first:
-        provider.reconcile()
-        provider.set_weights(action.weights, mirror)
-        verdict = provider.verify(action.weights, mirror)
-    return {"verified": verdict.outcome.value, "reason": verdict.reason, "weights": action.weights}
+        # Weights that were in place and are not any more: someone else changed the route. Put it back,
+        # with back-off once it keeps happening (route_drift: no endless fight with a GitOps tool).
+        streak = 0 if planned else route_drift.previous_streak(before) + 1
+        if streak == 0 or route_drift.should_repair(streak):
+            provider.reconcile()
+            provider.set_weights(action.weights, mirror)
+            verdict = provider.verify(action.weights, mirror)
+    routed: dict[str, Any] = {
+        "verified": verdict.outcome.value,
+        "reason": verdict.reason,
+        "weights": action.weights,
+    }
+    if streak:
+        routed["overwrites"] = streak
+    return routed
 
 
 async def _current(namespace: str, name: str, live: kopf.Body, memo: kopf.Memo) -> dict[str, Any] | None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from arbiter.api import Metric, ModelExperimentSpec
 from arbiter.api.v1alpha1 import Guardrail
 from arbiter.metrics import (
+    ErrorKind,
     MetricSample,
     MetricsProvider,
     QueryContext,
@@ -18,16 +19,54 @@ from arbiter.metrics import (
 from arbiter.rollout.observations import MetricData, Observations, Reading, SufficientStats
 from arbiter.stats import MeanStats, ProportionStats
 
+#: After these, every other query of the tick would wait for the same dead server or be refused again.
+_TRANSPORT_ERRORS = frozenset({ErrorKind.UNREACHABLE, ErrorKind.TIMEOUT, ErrorKind.UNAUTHORIZED})
+
+
+class _OneTick:
+    """The provider as one tick sees it: once a query finds the server unreachable, timing out or refusing
+    the credentials for every variant, the tick's remaining queries are not sent (they get that error).
+
+    Without this a slow Prometheus costs (guardrails + metric queries) x the timeout per tick, which holds
+    a worker thread that every experiment's ticks share. Skipping only ever means less is read, so less
+    can be decided: the tick is inconclusive either way.
+    """
+
+    def __init__(self, provider: MetricsProvider) -> None:
+        self.provider = provider
+        self.dead: QueryResult | None = None
+
+    def query_per_variant(
+        self, template: str, context: QueryContext, variants: Sequence[str]
+    ) -> dict[str, QueryResult]:
+        if self.dead is not None:
+            assert self.dead.error_kind is not None
+            skipped = QueryResult.error(
+                self.dead.error_kind, f"not sent: {self.dead.message}", query=template
+            )
+            return dict.fromkeys(variants, skipped)
+        answers = self.provider.query_per_variant(template, context, variants)
+        found = [answers.get(v) for v in variants]
+        if found and all(a is not None and a.error_kind in _TRANSPORT_ERRORS for a in found):
+            self.dead = found[0]
+        return answers
+
+    def is_online(self) -> bool:
+        return self.provider.is_online()
+
 
 def read_observations(
     provider: MetricsProvider, spec: ModelExperimentSpec, namespace: str, experiment: str
 ) -> Observations:
     """Query every guardrail, metric and sample count of the experiment at one instant.
 
-    Never raises for a failed query: failures become errors in the observations, which the engine
+    Once a query finds the server unreachable, timing out or refusing the credentials, the tick's other
+    queries are not sent (:class:`_OneTick`). Never raises for a failed query: failures become errors in
+    the observations, which the engine
     treats as inconclusive (and, repeated, as a reason to pause).
     """
     context = QueryContext(experiment=experiment, namespace=namespace, time=time.time())
+    provider = _OneTick(provider)
     variants = [v.name for v in spec.variants]
     analysis = spec.analysis
     guardrails: dict[str, dict[str, Reading]] = {}

@@ -43,6 +43,12 @@ QUERY_ERRORS = Counter("arbiter_query_errors", "Metric queries that failed, per 
 ROUTING_ERRORS = Counter(
     "arbiter_routing_errors", "Failed attempts to route traffic, by provider.", ["provider"]
 )
+TICK_FAILURES = Counter(
+    "arbiter_tick_failures",
+    "Ticks that failed before their status was written (the API server unreachable, an unexpected error), "
+    "by exception type; each is retried after ARBITER_RESYNC_SECONDS.",
+    ["error"],
+)
 LEADER = Gauge(
     "arbiter_leader",
     "1 while this replica holds the leader Lease (or runs without leader election), 0 while it waits.",

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from arbiter.api import TERMINAL_PHASES, ModelExperimentSpec, OnTimeout, Phase, parse_duration
-from arbiter.rollout.actions import Action, DecisionOutcome, End, Pause, PauseReason, Unpause
+from arbiter.rollout.actions import Action, DecisionOutcome, End, Hold, Pause, PauseReason, Unpause
 from arbiter.rollout.state import EngineState
 from arbiter.rollout.view import TickView
 
@@ -173,6 +173,19 @@ def judge_spec_pause(spec: ModelExperimentSpec, view: TickView) -> GateReport:
     if view.phase is Phase.PAUSED and paused_by_spec:
         return GateReport(True, Unpause("spec.paused is false again"))
     return GateReport()
+
+
+def judge_workloads(problems: Sequence[str]) -> GateReport:
+    """A variant's Deployment or Service is missing or not ready: hold everything until it is back.
+
+    A challenger deleted or crash-looping mid-experiment produces no data, or only its own failure's data:
+    nothing is advanced, promoted or rolled back on that (``Ready=False``, reason ``WorkloadsNotReady``,
+    says why). Manual controls and ``maxDuration`` are judged before this, so a human can still abort and
+    an experiment never waits forever.
+    """
+    if not problems:
+        return GateReport()
+    return GateReport(True, Hold("held: waiting for workloads: " + "; ".join(problems)))
 
 
 def judge_timeout(spec: ModelExperimentSpec, view: TickView) -> GateReport:

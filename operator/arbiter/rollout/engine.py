@@ -10,7 +10,8 @@ that turns reports into status, conditions, history, Events and traffic.
 
 0. Identity (:mod:`~arbiter.rollout.controls`): a new set of variants, mode or primary metric restarts.
 1. Manual controls (:mod:`~arbiter.rollout.controls`): a human outranks the machine.
-2. ``spec.paused`` and ``maxDuration`` (:mod:`~arbiter.rollout.controls`): never run forever.
+2. ``spec.paused`` and ``maxDuration`` (:mod:`~arbiter.rollout.controls`): never run forever; then a
+   variant's workload missing or not ready holds the tick.
 3. Metrics availability (:mod:`~arbiter.rollout.availability`) and counters
    (:mod:`~arbiter.rollout.counters`): nothing below acts on a tick whose data could not be read.
 4. Guardrails, per challenger (:mod:`~arbiter.rollout.guardrails`): ``critical`` rolls back at once.
@@ -26,7 +27,7 @@ step change and before an automatic promotion (row 7), and are told after a roll
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from arbiter.api import TERMINAL_PHASES, ModelExperimentSpec, Phase
@@ -42,6 +43,7 @@ from arbiter.rollout.controls import (
     judge_spec_pause,
     judge_terminal_controls,
     judge_timeout,
+    judge_workloads,
 )
 from arbiter.rollout.counters import read_counters, step_samples
 from arbiter.rollout.dry_run import LiveSplit
@@ -76,6 +78,7 @@ def step(
     generation: int | None = None,
     gates: Mapping[str, GateVerdict] | None = None,
     live: LiveSplit | None = None,
+    workload_problems: Sequence[str] = (),
 ) -> Plan:
     """Decide one tick for a Progressing, Paused or finished experiment.
 
@@ -89,6 +92,8 @@ def step(
         gates: this tick's webhook gate answers by gate name (asked for by a first call's
             ``plan.gate_calls``).
         live: the live split, read by the handler in a dry run.
+        workload_problems: variants' Deployments or Services missing or not ready (row 2, after the
+            timeout: the tick holds).
 
     Returns:
         The new status, events to post and the traffic to route.
@@ -115,6 +120,8 @@ def step(
     if record.apply_gate(rec, judge_spec_pause(spec, rec.view())):
         return rec.plan()
     if record.apply_gate(rec, judge_timeout(spec, rec.view())):
+        return rec.plan()
+    if record.apply_gate(rec, judge_workloads(workload_problems)):
         return rec.plan()
     dry_run.observe(rec, live if spec.dry_run else None)
 
