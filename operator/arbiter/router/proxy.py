@@ -55,6 +55,7 @@ _NO_VARIANT = "none"
 _REQUEST_ID_MEMORY = 100_000
 # A client's request id longer than this is not put in tokens or logs (a generated one is used).
 _MAX_REQUEST_ID_CHARS = 200
+_ATTRIBUTION_LOWER = ATTRIBUTION_HEADER.lower()
 
 
 _DEFAULT_MAX_BODY = Limits().max_body_bytes
@@ -299,6 +300,8 @@ class Router:
                 request_id = os.urandom(12).hex()
             if self._attribution is not None:
                 token = self._attribution.issue(routes.experiment, variant, request_id)
+                # Only the router's token: a model server's header of that name would be read first.
+                out_headers = [h for h in out_headers if h[0].lower() != _ATTRIBUTION_LOWER]
                 out_headers.append((ATTRIBUTION_HEADER, token))
             if self._prediction_log is not None:
                 self._prediction_log.prediction(

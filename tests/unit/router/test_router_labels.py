@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
 from prometheus_client import CollectorRegistry
+from router_testing import routes_yaml
 
 from arbiter.router.attribution import AttributionError, AttributionSigner, load_keys
+from arbiter.router.config import parse_routes_yaml
 from arbiter.router.prediction_log import PredictionLog, PredictionLogOptions, iso_timestamp, parse_log_field
+from arbiter.router.proxy import Router
 
 KEY = b"k" * 32
 
@@ -144,3 +149,33 @@ def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path: Path) -> No
     assert dropped is not None and written is not None
     assert (dropped, written) == (44, 6)
     assert len(_lines(tmp_path / "outcomes.jsonl")) == written
+
+
+async def test_the_answer_carries_only_the_routers_token_and_a_token_of_old_routes_is_refused(
+    model_server: Any,
+) -> None:
+    """A model server's own `Arbiter-Attribution` header never reaches the client; a token of another
+    experiment (the routes changed since) is refused with 409, counted."""
+    v1 = await model_server("v1", extra_headers={"Arbiter-Attribution": "v1.from-the-model.x"})
+    signer = AttributionSigner([KEY])
+    router = Router(attribution=signer)
+    router.apply_config(parse_routes_yaml(routes_yaml("first", ("v1", v1.url, 1))))
+    port = await router.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as client:
+            async with client.post(f"http://127.0.0.1:{port}/p", json={}) as response:
+                tokens = response.headers.getall("Arbiter-Attribution")
+            assert len(tokens) == 1 and signer.verify(tokens[0]).variant == "v1"
+            assert signer.verify(tokens[0]).experiment == "first"
+            router.apply_config(parse_routes_yaml(routes_yaml("second", ("v1", v1.url, 1))))
+            async with client.post(
+                f"http://127.0.0.1:{port}/feedback", json={"token": tokens[0], "success": True}
+            ) as response:
+                assert response.status == 409
+                assert (await response.json())["reason"] == "experiment"
+        rejected = router.metrics.registry.get_sample_value(
+            "arbiter_router_attribution_rejected_total", {"experiment": "second", "reason": "experiment"}
+        )
+        assert rejected == 1
+    finally:
+        await router.close()
