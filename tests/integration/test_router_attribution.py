@@ -9,6 +9,7 @@ counted; neither key nor token ever appears in a log.
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
 import time
 from collections import Counter
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from router_process_support import call, metric, model_server_processes, start_router
+from router_process_support import ARBITER, call, metric, model_server_processes, start_router
 
 from arbiter.router.attribution import ATTRIBUTION_HEADER, AttributionSigner
 
@@ -183,3 +184,26 @@ def test_labels_reach_any_replica_after_the_serving_one_restarted(
         assert isinstance(outcome["outcome"], bool)
     keyed = [o for o in _read_jsonl(log_b / "outcomes.jsonl") if o["attribution"] == "key"]
     assert [o["outcome"] for o in keyed] == [2.0]
+
+
+def test_a_bad_key_file_stops_the_router_at_start_without_printing_the_key(
+    model_servers: dict[str, str], tmp_path: Path
+) -> None:
+    config = tmp_path / "routes.yaml"
+    config.write_text(_routes(model_servers))
+    keys = tmp_path / "keys"
+    keys.write_text("tiny-secret\n")
+    for args, message in (
+        (["--attribution-keys", str(keys)], "attribution key 1 in"),
+        (["--attribution-keys", str(tmp_path / "absent")], "no such file or directory"),
+        (["--attribution-max-age", "60"], "--attribution-max-age needs --attribution-keys"),
+    ):
+        done = subprocess.run(
+            [str(ARBITER), "router", "--config", str(config), "--listen", "127.0.0.1:0", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr and "tiny-secret" not in done.stderr

@@ -157,6 +157,8 @@ def load_keys(path: str | Path) -> list[bytes]:
         ValueError: no keys, or a key shorter than 16 bytes (the message never contains a key).
     """
     source = Path(path)
+    if not source.exists():
+        raise ValueError(f"attribution keys {source}: no such file or directory")
     files = sorted(p for p in source.iterdir() if not p.name.startswith(".")) if source.is_dir() else [source]
     keys: list[bytes] = []
     for file in files:
