@@ -144,6 +144,13 @@ class RouterMetrics:
             ["experiment", "variant"],
             registry=r,
         )
+        self.attribution_rejected = Counter(
+            "arbiter_router_attribution_rejected",
+            "Feedback refused for its attribution token; reason is malformed, signature, expired,"
+            " experiment, variant or disabled (the router has no keys).",
+            ["experiment", "reason"],
+            registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def request_done(self, experiment: str, variant: str, code: int, seconds: float | None) -> None:

@@ -11,7 +11,9 @@ import asyncio
 import json
 import logging
 import math
+import os
 import random
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -20,10 +22,17 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from arbiter.router.assign import Assigner
+from arbiter.router.attribution import (
+    ATTRIBUTION_HEADER,
+    Attribution,
+    AttributionError,
+    AttributionSigner,
+)
 from arbiter.router.compare import CompareRules
 from arbiter.router.config import Limits, RouterConfig, RouterConfigError, parse_routes_yaml
 from arbiter.router.http import HTTPRequest, HTTPResponse, HTTPServer
 from arbiter.router.metrics import RouterMetrics
+from arbiter.router.prediction_log import PredictionLog
 from arbiter.router.upstream import (
     Headers,
     UpstreamClient,
@@ -44,6 +53,9 @@ _MAX_FEEDBACK_VALUE = 1e154  # its square still fits in a float
 _NO_VARIANT = "none"
 # Enough to attribute feedback that arrives minutes after the request at thousands of req/s.
 _REQUEST_ID_MEMORY = 100_000
+# A client's request id longer than this is not put in tokens or logs (a generated one is used).
+_MAX_REQUEST_ID_CHARS = 200
+_ATTRIBUTION_LOWER = ATTRIBUTION_HEADER.lower()
 
 
 _DEFAULT_MAX_BODY = Limits().max_body_bytes
@@ -117,10 +129,19 @@ class Router:
     Args:
         metrics: where to count; a fresh registry by default.
         upstream: the upstream connection pool; a new one by default.
+        attribution: signs an `Arbiter-Attribution` token into every served response and verifies
+            the ones posted to /feedback; None: no tokens.
+        prediction_log: where served predictions and accepted outcomes are logged; None: nowhere.
+            The router closes it in `close()`.
     """
 
     def __init__(
-        self, *, metrics: RouterMetrics | None = None, upstream: UpstreamClient | None = None
+        self,
+        *,
+        metrics: RouterMetrics | None = None,
+        upstream: UpstreamClient | None = None,
+        attribution: AttributionSigner | None = None,
+        prediction_log: PredictionLog | None = None,
     ) -> None:
         self.metrics = metrics if metrics is not None else RouterMetrics()
         self._upstream = upstream if upstream is not None else UpstreamClient()
@@ -131,6 +152,8 @@ class Router:
         self._runners: list[web.BaseRunner] = []
         self._servers: list[HTTPServer] = []
         self._random = random.Random()
+        self._attribution = attribution
+        self._prediction_log = prediction_log
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -212,6 +235,8 @@ class Router:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self._upstream.close()
+        if self._prediction_log is not None:
+            await asyncio.to_thread(self._prediction_log.close)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
@@ -238,7 +263,8 @@ class Router:
             self.metrics.request_done(routes.experiment, _NO_VARIANT, 413, None)
             return _json_response(413, {"error": f"request body over {routes.max_body_bytes} bytes"})
 
-        variant = self._choose(request, routes)
+        key = self._sticky_key(request, routes)
+        variant = routes.assigner.sticky(key) if key else routes.assigner.draw()
         headers = _forwarded_headers(request)
 
         loop = asyncio.get_running_loop()
@@ -249,6 +275,7 @@ class Router:
             served = self._mirror(routes, request.method, request.target, headers, body)
 
         started = loop.time()
+        clock_started = time.perf_counter()  # loop.time() may tick in milliseconds (uvloop)
         result: tuple[UpstreamResponse, float] | None = None
         try:
             served_by = await self._serve_upstream(routes, variant, request, headers)
@@ -268,6 +295,25 @@ class Router:
             self._remember(request_id, variant)
         out_headers = response.headers.copy()
         out_headers.append((VARIANT_HEADER, variant))
+        if self._attribution is not None or self._prediction_log is not None:
+            if not request_id or len(request_id) > _MAX_REQUEST_ID_CHARS:
+                request_id = os.urandom(12).hex()
+            if self._attribution is not None:
+                token = self._attribution.issue(routes.experiment, variant, request_id)
+                # Only the router's token: a model server's header of that name would be read first.
+                out_headers = [h for h in out_headers if h[0].lower() != _ATTRIBUTION_LOWER]
+                out_headers.append((ATTRIBUTION_HEADER, token))
+            if self._prediction_log is not None:
+                self._prediction_log.prediction(
+                    when=time.time(),
+                    experiment=routes.experiment,
+                    variant=variant,
+                    request_id=request_id,
+                    key=key,
+                    status=response.status,
+                    latency=time.perf_counter() - clock_started,
+                    body=response.body,
+                )
         return HTTPResponse(response.status, response.body, out_headers, response.reason)
 
     async def _serve_upstream(
@@ -300,15 +346,12 @@ class Router:
                 continue
             return variant, response
 
-    def _choose(self, request: HTTPRequest, routes: _Routes) -> str:
-        key: str | None = None
+    def _sticky_key(self, request: HTTPRequest, routes: _Routes) -> str | None:
         if routes.sticky_header is not None:
-            key = request.header(routes.sticky_header)
-        elif routes.sticky_cookie is not None:
-            key = request.cookie(routes.sticky_cookie)
-        if key:
-            return routes.assigner.sticky(key)
-        return routes.assigner.draw()
+            return request.header(routes.sticky_header)
+        if routes.sticky_cookie is not None:
+            return request.cookie(routes.sticky_cookie)
+        return None
 
     def _failed(self, routes: _Routes, variant: str, exc: UpstreamError) -> HTTPResponse:
         status = 504 if exc.reason == "timeout" else 502
@@ -388,10 +431,21 @@ class Router:
         problem, parsed = _parse_feedback(payload)
         if parsed is None:
             return _json_response(400, {"error": problem})
-        key, request_id, success, value = parsed
+        key, request_id, success, value, token = parsed
 
-        variant = self._request_variants.get(request_id) if request_id else None
+        attribution = "requestId"
+        issued: float | None = None
+        variant = None
+        if token is not None:
+            verified = self._verify_token(token, routes)
+            if isinstance(verified, HTTPResponse):
+                return verified
+            variant, request_id, issued = verified.variant, verified.request_id, float(verified.issued)
+            attribution = "token"
+        elif request_id:
+            variant = self._request_variants.get(request_id)
         if variant is None:
+            attribution = "key"
             if key is None:
                 return _json_response(
                     404, {"error": f"requestId {request_id!r} is unknown and no key was given"}
@@ -402,6 +456,17 @@ class Router:
                 )
             variant = routes.assigner.sticky(key)
 
+        if self._prediction_log is not None:
+            self._prediction_log.outcome(
+                when=time.time(),
+                experiment=routes.experiment,
+                variant=variant,
+                outcome=value if value is not None else bool(success),
+                attribution=attribution,
+                request_id=request_id,
+                issued=issued,
+                key=key,
+            )
         m = self.metrics
         if value is not None:
             m.outcomes.labels(routes.experiment, variant, "value").inc()
@@ -412,14 +477,48 @@ class Router:
             m.outcomes.labels(routes.experiment, variant, result).inc()
         return _json_response(200, {"experiment": routes.experiment, "variant": variant})
 
+    def _verify_token(self, token: str, routes: _Routes) -> Attribution | HTTPResponse:
+        """The token's attribution, or the 4xx answer refusing it (counted; the token is never logged)."""
+        if self._attribution is None:
+            self.metrics.attribution_rejected.labels(routes.experiment, "disabled").inc()
+            return _json_response(
+                409, {"error": "this router has no attribution keys: it cannot verify a `token`"}
+            )
+        try:
+            attribution = self._attribution.verify(token)
+        except AttributionError as exc:
+            self.metrics.attribution_rejected.labels(routes.experiment, exc.reason).inc()
+            status = 400 if exc.reason == "malformed" else 403
+            return _json_response(status, {"error": str(exc), "reason": exc.reason})
+        if attribution.experiment != routes.experiment:
+            self.metrics.attribution_rejected.labels(routes.experiment, "experiment").inc()
+            return _json_response(
+                409,
+                {
+                    "error": f"the token is for experiment {attribution.experiment!r},"
+                    f" the routes in force are {routes.experiment!r}",
+                    "reason": "experiment",
+                },
+            )
+        if attribution.variant not in routes.urls:
+            self.metrics.attribution_rejected.labels(routes.experiment, "variant").inc()
+            return _json_response(
+                409,
+                {
+                    "error": f"the token's variant {attribution.variant!r} is not in the routes",
+                    "reason": "variant",
+                },
+            )
+        return attribution
+
 
 def _parse_feedback(
     payload: Any,
-) -> tuple[str, tuple[str | None, str | None, bool | None, float | None] | None]:
-    """Validate a feedback body; return (problem, None) or ("", (key, requestId, success, value))."""
+) -> tuple[str, tuple[str | None, str | None, bool | None, float | None, str | None] | None]:
+    """Validate a feedback body; return (problem, None) or ("", (key, requestId, success, value, token))."""
     if not isinstance(payload, dict):
         return "feedback body must be a JSON object", None
-    unknown = set(payload) - {"key", "requestId", "success", "value"}
+    unknown = set(payload) - {"key", "requestId", "success", "value", "token"}
     if unknown:
         return f"unknown feedback fields: {', '.join(sorted(unknown))}", None
     key = payload.get("key")
@@ -428,8 +527,14 @@ def _parse_feedback(
         return "`key` must be a non-empty string", None
     if request_id is not None and (not isinstance(request_id, str) or not request_id):
         return "`requestId` must be a non-empty string", None
-    if key is None and request_id is None:
-        return "feedback needs `key` (the stickiness value) or `requestId`", None
+    token = payload.get("token")
+    if token is not None and (not isinstance(token, str) or not token):
+        return "`token` must be a non-empty string (the Arbiter-Attribution header)", None
+    if key is None and request_id is None and token is None:
+        return (
+            "feedback needs `token` (the Arbiter-Attribution header), `key` (the stickiness value) or `requestId`",
+            None,
+        )
     has_success = "success" in payload
     has_value = "value" in payload
     if has_success == has_value:
@@ -448,7 +553,7 @@ def _parse_feedback(
         # The square too: a value whose square is infinite would poison the Σx² counter for good.
         if not math.isfinite(value * value):
             return f"`value` must be a finite number of magnitude below {_MAX_FEEDBACK_VALUE:g}", None
-    return "", (key, request_id, success if has_success else None, value if has_value else None)
+    return "", (key, request_id, success if has_success else None, value if has_value else None, token)
 
 
 def _forwarded_headers(request: HTTPRequest) -> Headers:

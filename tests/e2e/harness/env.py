@@ -168,6 +168,7 @@ class RolloutEnv:
             of the installed command.
         real_models: ``{variant: model}``: serve every variant with MLServer and the trained model of that
             name (``champion``, ``better``, ``slow``... see docs/models.md) instead of a stand-in.
+        router_args: more ``arbiter router`` flags (e.g. ``--prediction-log DIR``).
     """
 
     def __init__(
@@ -187,6 +188,7 @@ class RolloutEnv:
         answer_like: dict[str, str] | None = None,
         router_image: ArbiterImage | None = None,
         real_models: dict[str, str] | None = None,
+        router_args: list[str] | None = None,
     ) -> None:
         if provider not in ("Router", "Replicas"):
             raise ValueError(f"provider {provider!r}: the e2e harness drives Router and Replicas")
@@ -209,6 +211,7 @@ class RolloutEnv:
         self.answer_like = dict(answer_like or {})
         self.router_image = router_image
         self.real_models = dict(real_models) if real_models is not None else None
+        self.router_args = list(router_args or [])
         self.catalogue: Catalogue | None = None
         self.models: dict[str, ModelServerProcess | MLServerProcess] = {}
         self.router: RouterProcess | None = None
@@ -262,7 +265,7 @@ class RolloutEnv:
             # The router runs as the chart's router ServiceAccount: it may read its ConfigMap and nothing else.
             kubeconfig = install_router_identity(self.cluster, self.namespace, self.config_map, self.workdir)
             self.router = RouterProcess.start(
-                ["--configmap", f"{self.namespace}/{self.config_map}"],
+                ["--configmap", f"{self.namespace}/{self.config_map}", *self.router_args],
                 self.workdir,
                 {"KUBECONFIG": str(kubeconfig)},
                 image=self.router_image,
@@ -276,7 +279,7 @@ class RolloutEnv:
                 self.kube_api, self.namespace, self.experiment_name, self.variants, routes
             ).start()
             self.router = RouterProcess.start(
-                ["--config", str(routes), "--poll-interval", "0.2"],
+                ["--config", str(routes), "--poll-interval", "0.2", *self.router_args],
                 self.workdir,
                 env,
                 image=self.router_image,

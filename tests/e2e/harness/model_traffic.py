@@ -112,6 +112,8 @@ class ModelTraffic:
         seed: seeds users, rows and delays.
         concurrency: requests in flight at most.
         user_header: the sticky header the router is configured with.
+        by_token: send each label with the answer's ``Arbiter-Attribution`` token (when the router
+            issued one) instead of by key or request id: any replica can credit it.
     """
 
     def __init__(
@@ -130,6 +132,7 @@ class ModelTraffic:
         seed: int = 0,
         concurrency: int = 16,
         user_header: str = "x-user-id",
+        by_token: bool = False,
     ) -> None:
         host = urlsplit(router_url).hostname
         if host not in ("127.0.0.1", "localhost", "::1"):
@@ -162,6 +165,7 @@ class ModelTraffic:
         self.max_requests = max_requests
         self.concurrency = concurrency
         self.user_header = user_header
+        self.by_token = by_token
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._counts: dict[str, ModelCounts] = {}
@@ -295,6 +299,7 @@ class ModelTraffic:
                 raw = await response.read()
                 status = response.status
                 variant = response.headers.get(VARIANT_HEADER, NO_VARIANT)
+                token = response.headers.get("Arbiter-Attribution")
         except (aiohttp.ClientError, TimeoutError):
             with self._lock:
                 self._transport_errors += 1
@@ -330,6 +335,8 @@ class ModelTraffic:
             return  # fraud_caught: a legitimate transaction is no trial
         feedback: dict[str, Any] = {"success": bool(success)}
         feedback.update({"requestId": request_id} if user is None else {"key": user})
+        if self.by_token and token:
+            feedback = {"success": bool(success), "token": token}
         delay = self._random.uniform(*self.label_delay)
         self._add(variant, labels_due=1)
         with self._lock:
