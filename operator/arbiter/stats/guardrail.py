@@ -130,6 +130,11 @@ def guardrail_harm_test(
     if tau2 is None or not (math.isfinite(tau2) and tau2 > 0):
         return failed("cannot choose a mixing variance yet: give mixing_sd, a margin, or wait for data")
     variance = mean_variance(control) + mean_variance(treatment)
+    if not variance > 0 and isinstance(control, ProportionStats) and isinstance(treatment, ProportionStats):
+        # Every outcome identical (e.g. no errors at all in either arm) is data, not its absence: judge it
+        # with the rates shrunk half an event towards 1/2, so no errors on both sides reads healthy and a
+        # handful of identical outcomes cannot show harm on its own.
+        variance = _smoothed_mean_variance(control) + _smoothed_mean_variance(treatment)
     if not variance > 0:
         return failed("no variance yet: every outcome is identical")
 
@@ -145,3 +150,9 @@ def guardrail_harm_test(
         mixing_variance=tau2,
     )
     return result(p_now, harm, new_state, tau2)
+
+
+def _smoothed_mean_variance(stats_: ProportionStats) -> float:
+    """The variance of a rate's estimate with the rate taken as ``(successes + 1/2) / (trials + 1)``."""
+    rate = (stats_.successes + 0.5) / (stats_.trials + 1.0)
+    return rate * (1.0 - rate) / stats_.trials

@@ -291,14 +291,16 @@ def test_rate_guardrail_without_the_champions_counters_has_no_data() -> None:
     assert report.condition.reason == "NoData" and not report.healthy
 
 
-def test_rate_guardrail_with_too_little_data_keeps_the_count() -> None:
-    """The harm test cannot run yet (no variance: nothing failed): nothing is judged, the state is unchanged."""
+def test_rate_guardrail_with_no_events_in_either_arm_is_healthy() -> None:
+    """No errors at all on both sides is data, not its absence: the guardrail passes and the count resets."""
     spec = make_spec(RATE)
     report = judge_guardrails(
         spec, Observations(), rates((0, 50), (0, 50)), previous("errors", "v2", 1), {}, True
     )
-    assert report.tests == {}
-    assert (report.checks[0].breaches, report.checks[0].breached) == (1, False)
+    assert report.tests is not None and len(report.tests) == 1
+    check = report.checks[0]
+    assert (check.breaches, check.breached, check.reason) == (0, False, "errors of v2 healthy")
+    assert check.estimate == 0.0 and check.p_value == 1.0 and report.healthy
 
 
 # ------------------------------------------------------------------ the stored form

@@ -231,3 +231,23 @@ def test_a_futile_challenger_becomes_a_loss_once_it_is_significantly_worse() -> 
     first_loss = verdicts.index(Verdict.LOSS)
     assert all(v is Verdict.LOSS for v in verdicts[first_loss:]), "Loss is sticky"
     assert Verdict.WIN not in verdicts
+
+
+# ------------------------------------------------------------------ harm test when every outcome is identical
+
+
+def test_harm_test_with_no_events_in_either_arm_finds_no_harm() -> None:
+    from arbiter.stats import guardrail_harm_test
+
+    result = guardrail_harm_test(ProportionStats(0, 400), ProportionStats(0, 300), margin=0.01, alpha=0.05)
+    assert result.error is None and not result.harm_detected
+    assert result.harm == 0.0 and result.p_value == 1.0
+
+
+def test_harm_test_with_every_request_failing_in_the_challenger_finds_harm_once_there_are_enough() -> None:
+    from arbiter.stats import guardrail_harm_test
+
+    few = guardrail_harm_test(ProportionStats(0, 2), ProportionStats(2, 2), margin=0.01, alpha=0.05)
+    many = guardrail_harm_test(ProportionStats(0, 200), ProportionStats(200, 200), margin=0.01, alpha=0.05)
+    assert few.error is None and not few.harm_detected, "two identical outcomes cannot show harm"
+    assert many.error is None and many.harm_detected and many.harm == 1.0
