@@ -76,6 +76,7 @@ def step(
     now: dt.datetime,
     controls: Controls | None = None,
     generation: int | None = None,
+    *,
     gates: Mapping[str, GateVerdict] | None = None,
     live: LiveSplit | None = None,
     workload_problems: Sequence[str] = (),
