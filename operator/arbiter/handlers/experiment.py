@@ -41,7 +41,7 @@ from arbiter.api import (
 from arbiter.api.conditions import set_condition
 from arbiter.api.status_view import leading_challenger
 from arbiter.api.timestamps import now_rfc3339
-from arbiter.handlers import telemetry, workloads
+from arbiter.handlers import crashpoint, telemetry, workloads
 from arbiter.handlers.observe import read_observations
 from arbiter.handlers.shard import in_shard
 from arbiter.k8s import experiments as k8s_experiments
@@ -263,6 +263,12 @@ async def tick(
     plan = await asyncio.to_thread(_decide, spec, namespace, name, admitted.status, controls, generation)
     telemetry.DECISIONS.labels(plan.outcome).inc()
     events = [*admitted.events, *plan.events]
+    # The fault-injection suite's crash points (off unless ARBITER_CHAOS_CRASH_AT is set).
+    changes_traffic = plan.routing is not None and (
+        plan.routing.final or before.get("weights") != plan.routing.weights
+    )
+    if changes_traffic:
+        crashpoint.reach("before-route", plan.status.get("phase"))
     try:
         routed = await asyncio.to_thread(_route, spec, namespace, name, before, plan)
     except RoutingError as exc:
@@ -280,6 +286,8 @@ async def tick(
         )
         await _write(body, ref, before, status, [Event("Warning", "RoutingFailed", str(exc))], logger, memo)
         return parse_duration(spec.analysis.interval)
+    if changes_traffic:
+        crashpoint.reach("after-route", plan.status.get("phase"))
     new_status = dict(plan.status)
     if routed is not None:
         new_status["traffic"] = routed
