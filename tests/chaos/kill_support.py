@@ -265,4 +265,16 @@ def abort_when_in_step_1(env: RolloutEnv, kind: str, sample: Sample | None, abor
 
 
 def finished(sample: Sample | None) -> bool:
+    """Whether the sample shows a final phase."""
     return sample is not None and sample.phase in TERMINAL
+
+
+def in_step(sample: Sample | None, step: int) -> bool:
+    """Whether the sample shows the experiment progressing in ``step``."""
+    return sample is not None and sample.phase == "Progressing" and sample.step == step
+
+
+def router_loads(env: RolloutEnv) -> int:
+    """How many routes versions the env's router has loaded so far."""
+    assert env.router is not None
+    return len(env.router.loaded_weights())
