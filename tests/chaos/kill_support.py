@@ -138,20 +138,36 @@ def divergence_ticks(samples: list[Sample], down: list[tuple[float, float]], int
     Only samples where both sides have weights count (before the first route there is nothing to
     compare). A disagreement lasts from the first sample that shows it to the first that does not.
     """
-    longest = 0.0
-    start: float | None = None
+    longest, _ = worst_divergence(samples, down)
+    return math.ceil(longest / interval - 1e-9) if longest > 0 else 0
+
+
+def worst_divergence(samples: list[Sample], down: list[tuple[float, float]]) -> tuple[float, Sample | None]:
+    """The longest disagreement (seconds outside downtime) and the sample where it began."""
+    longest, worst = 0.0, None
+    begun: Sample | None = None
     for sample in samples:
         if not sample.status_weights or not sample.plane_weights:
             continue
         differ = sample.status_weights != sample.plane_weights
-        if differ and start is None:
-            start = sample.at
-        elif not differ and start is not None:
-            longest = max(longest, _live(start, sample.at, down))
-            start = None
-    if start is not None and samples:
-        longest = max(longest, _live(start, samples[-1].at, down))
-    return math.ceil(longest / interval - 1e-9) if longest > 0 else 0
+        if differ and begun is None:
+            begun = sample
+        elif not differ and begun is not None:
+            live = _live(begun.at, sample.at, down)
+            if live > longest:
+                longest, worst = live, begun
+            begun = None
+    if begun is not None and samples:
+        live = _live(begun.at, samples[-1].at, down)
+        if live > longest:
+            longest, worst = live, begun
+    return longest, worst
+
+
+def settled(samples: list[Sample]) -> bool:
+    """Whether status and data plane agree at the last look where both have weights."""
+    comparable = [s for s in samples if s.status_weights and s.plane_weights]
+    return bool(comparable) and comparable[-1].status_weights == comparable[-1].plane_weights
 
 
 def _live(start: float, end: float, down: list[tuple[float, float]]) -> float:

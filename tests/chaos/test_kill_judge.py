@@ -7,7 +7,7 @@ are each counted, so a green ``make chaos`` cannot come from a judge that counts
 from __future__ import annotations
 
 import pytest
-from kill_support import Outcome, Sample, divergence_ticks, history_steps, judge
+from kill_support import Outcome, Sample, divergence_ticks, history_steps, judge, settled
 
 pytestmark = [pytest.mark.chaos]
 
@@ -59,3 +59,9 @@ def test_divergence_is_the_longest_disagreement_outside_downtime_in_ticks() -> N
     assert divergence_ticks(samples, [(1.5, 2.5)], 1.0) == 2
     assert divergence_ticks(samples, [(0.0, 10.0)], 1.0) == 0
     assert divergence_ticks([sample(0.0, A, A), sample(5.0, A, A)], [], 1.0) == 0
+
+
+def test_settled_means_the_last_comparable_look_agrees() -> None:
+    assert settled([sample(0.0, A, B), sample(1.0, B, B), sample(2.0, {}, C)])
+    assert not settled([sample(0.0, A, A), sample(1.0, B, A)])
+    assert not settled([sample(0.0, {}, A)])
