@@ -45,6 +45,7 @@ pytestmark = [pytest.mark.chaos, pytest.mark.e2e, pytest.mark.slow, pytest.mark.
 
 EXPERIMENT = "chaos"
 CRASH_ENV = "ARBITER_CHAOS_CRASH_AT"
+CRASHED = "crash point reached"
 #: What the early kills of a round may be; the last one is at a promotion or rollback tick, or random.
 EARLY_KILLS = ("random", "after-route", "before-route")
 FINAL_KILLS = ("after-route:Promoted", "after-route:RolledBack", "before-route:Promoted", "random")
@@ -65,6 +66,7 @@ class Round:
         self.kills: dict[str, list[str]] = {env.namespace: [] for env in envs}
         self.down: list[tuple[float, float]] = []
         self.plane_from: dict[str, int] = {}
+        self.crashes_before = 0
 
     def tend(self) -> bool:
         """Play the human of the abort experiments; True when every experiment has finished."""
@@ -87,6 +89,8 @@ class Round:
     def restart(self, armed: str | None) -> None:
         """(Re)start the operator, armed at crash point ``armed`` (or not)."""
         self.operator.extra_env = {CRASH_ENV: armed} if armed else {}
+        # Counted before the start: an armed process may reach its point before wait_ready returns.
+        self.crashes_before = self.operator.log().count(CRASHED)
         self.operator.start()
         self.operator.wait_ready(timeout=90)
 
@@ -111,12 +115,11 @@ class Round:
                     break
                 self.operator.kill()
             else:
-                crashes = self.operator.log().count("crash point reached")
                 self.wait(60, until_exit=True)
                 if self.operator.returncode is None:  # every experiment finished before the point
                     break
                 # It died at the point it was armed for, not of anything else.
-                assert self.operator.log().count("crash point reached") == crashes + 1, kill
+                assert self.operator.log().count(CRASHED) == self.crashes_before + 1, kill
             killed = time.monotonic()
             assert self.operator.returncode == -signal.SIGKILL, self.operator.log()[-3000:]
             for env, timeline in zip(self.envs, self.timelines, strict=True):
