@@ -92,7 +92,13 @@ class Round:
         # Counted before the start: an armed process may reach its point before wait_ready returns.
         self.crashes_before = self.operator.log().count(CRASHED)
         self.operator.start()
-        self.operator.wait_ready(timeout=90)
+        try:
+            self.operator.wait_ready(timeout=90)
+        except AssertionError:
+            # An armed process can reach its point before its liveness answered once: that is a kill.
+            crashed = self.operator.log().count(CRASHED) > self.crashes_before
+            if not (armed and self.operator.returncode == -signal.SIGKILL and crashed):
+                raise
 
     def run(self, schedule: list[str], rng: random.Random) -> None:
         """Create the experiments, apply the kill schedule, wait until all have finished."""
