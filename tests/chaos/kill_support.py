@@ -285,9 +285,9 @@ def finished(sample: Sample | None) -> bool:
     return sample is not None and sample.phase in TERMINAL
 
 
-def in_step(sample: Sample | None, step: int) -> bool:
-    """Whether the sample shows the experiment progressing in ``step``."""
-    return sample is not None and sample.phase == "Progressing" and sample.step == step
+def progressing_past(sample: Sample | None, step: int) -> bool:
+    """Whether the sample shows the experiment progressing in ``step`` or a later one."""
+    return sample is not None and sample.phase == "Progressing" and (sample.step or 0) >= step
 
 
 def router_loads(env: RolloutEnv) -> int:
