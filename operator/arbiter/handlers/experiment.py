@@ -41,7 +41,7 @@ from arbiter.api import (
 from arbiter.api.conditions import set_condition
 from arbiter.api.status_view import leading_challenger
 from arbiter.api.timestamps import now_rfc3339
-from arbiter.handlers import metric_templates, notifications, route_drift, telemetry, workloads
+from arbiter.handlers import crashpoint, metric_templates, notifications, route_drift, telemetry, workloads
 from arbiter.handlers.gating import ask_gates, read_live_split
 from arbiter.handlers.observe import read_observations
 from arbiter.handlers.shard import in_shard
@@ -295,6 +295,12 @@ async def tick(
     )
     telemetry.DECISIONS.labels(plan.outcome).inc()
     events = [*template_events, *admitted.events, *plan.events]
+    # The fault-injection suite's crash points (off unless ARBITER_CHAOS_CRASH_AT is set).
+    changes_traffic = plan.routing is not None and (
+        plan.routing.final or before.get("weights") != plan.routing.weights
+    )
+    if changes_traffic:
+        crashpoint.reach("before-route", plan.status.get("phase"))
     try:
         routed = await asyncio.to_thread(_route, spec, namespace, name, before, plan)
     except RoutingError as exc:
@@ -312,6 +318,8 @@ async def tick(
         )
         await _write(body, ref, before, status, [Event("Warning", "RoutingFailed", str(exc))], logger, memo)
         return parse_duration(spec.analysis.interval)
+    if changes_traffic:
+        crashpoint.reach("after-route", plan.status.get("phase"))
     new_status = dict(plan.status)
     if routed is not None:
         new_status["traffic"] = routed

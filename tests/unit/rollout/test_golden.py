@@ -198,4 +198,6 @@ def test_a_guardrail_judged_now_changes_only_its_judgement(index: int) -> None:
     (now,) = [g for g in got["status"]["guardrails"] if (g["name"], g["variant"]) == (name, variant)]
     assert was["reason"].endswith("no data yet") and now["reason"] == reason and not now["breached"]
     others = [g for g in got["status"]["guardrails"] if (g["name"], g["variant"]) != (name, variant)]
-    assert others == [g for g in expected["status"]["guardrails"] if (g["name"], g["variant"]) != (name, variant)]
+    assert others == [
+        g for g in expected["status"]["guardrails"] if (g["name"], g["variant"]) != (name, variant)
+    ]

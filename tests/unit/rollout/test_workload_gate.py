@@ -26,7 +26,15 @@ def test_a_missing_deployment_holds_and_says_why() -> None:
 def held_tick(run: Run, problems: list[str], after: float = 10) -> None:
     """One tick with workload problems (the handler passes them; the observations are empty then)."""
     run.now += dt.timedelta(seconds=after)
-    plan = step(run.spec, run.status, observe(primary=grow(BAD_10, 5)), run.now, Controls({}), 1, workload_problems=problems)
+    plan = step(
+        run.spec,
+        run.status,
+        observe(primary=grow(BAD_10, 5)),
+        run.now,
+        Controls({}),
+        1,
+        workload_problems=problems,
+    )
     run.status = plan.status
     run.plans.append(plan)
 
