@@ -156,8 +156,10 @@ async def experiment_loop(
             delay = await tick(namespace or "", name, body, logger, known, memo)
         except k8s_experiments.StaleStatusError as exc:
             logger.info("%s; deciding again from a fresh read", exc)
+            memo["split_checked"] = False  # this tick may have routed a change its status does not record
             delay = STALE_RETRY_SECONDS
         except Exception as exc:  # never let one bad object kill its loop: log, back off, retry
+            memo["split_checked"] = False
             telemetry.TICK_FAILURES.labels(type(exc).__name__).inc()
             logger.exception("tick failed for %s/%s: %s", namespace, name, exc)
             delay = RESYNC_SECONDS
@@ -290,9 +292,14 @@ async def tick(
         return RESYNC_SECONDS
 
     controls = Controls.from_annotations(meta.get("annotations"))
+    # On this process's first tick of the experiment, and after a tick that may have routed without
+    # writing status, the live split is read first: a step change routed but never recorded must not
+    # be judged as the old step's traffic.
+    check_split = not memo.get("split_checked")
     plan = await asyncio.to_thread(
-        _decide, spec, namespace, name, admitted.status, controls, generation, problems
+        _decide, spec, namespace, name, admitted.status, controls, generation, problems, check_split
     )
+    memo["split_checked"] = True
     telemetry.DECISIONS.labels(plan.outcome).inc()
     events = [*template_events, *admitted.events, *plan.events]
     # The fault-injection suite's crash points (off unless ARBITER_CHAOS_CRASH_AT is set).
@@ -353,8 +360,12 @@ def _decide(
     controls: Controls,
     generation: int | None,
     workload_problems: list[str],
+    check_split: bool = False,
 ) -> Plan:
-    """Read the metrics (unless finished, or held for missing workloads) and run the engine."""
+    """Read the metrics (unless finished, or held for missing workloads) and run the engine.
+
+    ``check_split`` also reads the live split for the engine (always read in a dry run).
+    """
     live = None
     if status.get("phase") in {p.value for p in TERMINAL_PHASES} or workload_problems:
         observations = Observations()
@@ -363,7 +374,7 @@ def _decide(
         provider = metrics_provider_for(spec.analysis, namespace)
         observations = read_observations(provider, spec, namespace, name)
         telemetry.QUERY_ERRORS.inc(len(observations.errors()))
-        if spec.dry_run:
+        if spec.dry_run or (check_split and status.get("phase") == Phase.PROGRESSING.value):
             live = read_live_split(spec, namespace, name)
     now = dt.datetime.now(dt.UTC)
     plan = engine_step(

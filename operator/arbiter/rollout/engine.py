@@ -92,7 +92,8 @@ def step(
         generation: metadata.generation, recorded as observedGeneration.
         gates: this tick's webhook gate answers by gate name (asked for by a first call's
             ``plan.gate_calls``).
-        live: the live split, read by the handler in a dry run.
+        live: the live split, read by the handler in a dry run; otherwise read on an operator's first
+            tick of the experiment and after a tick that may have routed without writing status.
         workload_problems: variants' Deployments or Services missing or not ready (row 2, after the
             timeout: the tick holds).
 
@@ -124,7 +125,11 @@ def step(
         return rec.plan()
     if record.apply_gate(rec, judge_workloads(workload_problems)):
         return rec.plan()
-    dry_run.observe(rec, live if spec.dry_run else None)
+    moved = None
+    if spec.dry_run:
+        dry_run.observe(rec, live)
+    else:
+        moved = record.moved_split(rec, live)
 
     # 2b. preRollout gates: no challenger gets traffic before they pass.
     if spec.gates:
@@ -159,7 +164,8 @@ def step(
         spec,
         rec.view(),
         in_shadow=geometry.in_shadow(spec, rec.state),
-        step_baseline=rec.state.step_baseline,
+        # A split that moved under the status mixes two steps' samples: no sample-ratio verdict on them.
+        step_baseline=None if moved else rec.state.step_baseline,
         step_counts=step_samples(counters.samples, dict(rec.state.step_baseline or {})),
         acknowledged_step=rec.state.srm_acknowledged,
         running=rec.state.srm_running,
@@ -183,6 +189,8 @@ def step(
     if spec.gates:
         progression = _gated(spec, rec, progression, verdicts)
     record.apply_progression(rec, progression)
+    if moved is not None:
+        record.apply_moved_split(rec, moved)
     return rec.plan()
 
 

@@ -269,6 +269,41 @@ def apply_controls(record: Record, report: ControlReport) -> bool:
     return True
 
 
+def moved_split(record: Record, live: dry_run.LiveSplit | None) -> dict[str, int] | None:
+    """The split the data plane carried when the tick began, when it is not the status' weights.
+
+    It happens when a traffic change was routed and its status write was lost (the operator killed in
+    between, or the write refused as stale): the status still names the old step while users already
+    got the new split, so that step's recent samples are not the old step's.
+    """
+    if live is None or live.weights is None or record.status.get("weights") is None:
+        return None
+    variants = [record.champion, *record.challengers]
+    observed = {v: int(live.weights.get(v, 0)) for v in variants}
+    expected = {v: int(record.status["weights"].get(v, 0)) for v in variants}
+    return None if observed == expected or sum(observed.values()) <= 0 else observed
+
+
+def apply_moved_split(record: Record, observed: Mapping[str, int]) -> None:
+    """After deciding on a moved split: keep it if the tick made the same change again, else count anew.
+
+    The same change decided again (the usual case: the same data, the same step rules) is the lost
+    write made good, and the new step counts from its own baseline. Anything else puts the status'
+    weights back; the step's samples, which mixed both splits, are counted anew once they are in place.
+    """
+    routed = record.routing
+    if routed is not None and (routed.final or dict(routed.weights or {}) == dict(observed)):
+        return
+    record.state = record.state.with_step_unsettled()
+    message = (
+        f"the data plane carried {dict(observed)} when this tick began, not the status' "
+        f"{record.status.get('weights')} (a traffic change whose status write was lost): the status' "
+        "weights are applied again and this step's samples are counted anew"
+    )
+    record.status["traffic"] = {"verified": "No", "reason": message, "weights": dict(observed)}
+    record.event("Warning", "SplitRestored", message)
+
+
 def apply_gate(record: Record, report: GateReport) -> bool:
     """A spec pause or a timeout; True when the tick is over (the traffic held unless it ended)."""
     record.apply(report.action)
