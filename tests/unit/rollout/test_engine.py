@@ -762,13 +762,27 @@ def test_a_losing_challenger_among_several_is_eliminated_and_the_rest_go_on() ->
     assert run.status["weights"] == {"v1": 50, "v2": 50, "v3": 0}
 
 
-def test_a_futile_and_worse_challenger_is_rolled_back_not_concluded() -> None:
+def test_a_futile_and_worse_challenger_concludes_because_no_harm_was_shown() -> None:
+    """RolledBack pages people: an estimate below the champion's that is not a significant Loss concludes."""
     run = Run(make_spec(mode="ABTest", steps=None, analysis__primary__minimumDetectableEffect=0.5))
     run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
     run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
     run.tick(observe(primary=conversions(v1=(1000, 10000), v2=(960, 10000))))
+    assert run.phase == "Concluded", run.status["decision"]
+    assert run.status["decision"]["outcome"] == "Conclude"
+    assert run.status["decision"]["reason"].startswith("no improvement worth the MDE: ")
+    assert run.status["weights"] == {"v1": 100, "v2": 0}, "the same traffic as a rollback: champion only"
+    assert "Concluded" in run.events() and "RolledBack" not in run.events()
+
+
+def test_a_significantly_worse_challenger_is_rolled_back() -> None:
+    run = Run(make_spec(mode="ABTest", steps=None, analysis__primary__minimumDetectableEffect=0.5))
+    run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    run.tick(observe(primary=conversions(v1=(1000, 10000), v2=(700, 10000))))
     assert run.phase == "RolledBack", run.status["decision"]
-    assert "estimated worse than the champion" in run.status["decision"]["reason"]
+    assert run.status["analysis"]["primary"]["results"][0]["verdict"] == "Loss"
+    assert "RolledBack" in run.events()
 
 
 def test_a_futile_but_not_worse_challenger_concludes() -> None:
