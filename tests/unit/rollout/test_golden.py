@@ -13,6 +13,7 @@ Deliberate differences, each adjusted for explicitly (and nothing else):
 - two fixes found by the per-judge tests (:data:`FIXED_TICKS`): a guardrail condition that said "no data yet
   for: " with nothing after it now says why, and a canary that eliminates a challenger holds the step until the
   new split is in place instead of judging the step on samples counted since the start;
+- ``status.forecast`` (issue 13 §5) is new and additive: the replay leaves it out;
 - a deliberate behaviour change (issue 13 §6, :data:`FUTILE_CONCLUDES`): ``RolledBack`` means harm was shown.
   When every challenger is out and none lost, the experiment ends ``Concluded`` with the reason "no improvement
   worth the MDE: ..." even if a futile challenger's estimate is below the champion's. Ticks 143 (an A/A-like
@@ -156,8 +157,9 @@ def replay(tick: dict[str, Any]) -> dict[str, Any]:
         tick["generation"],
     )
     routing = plan.routing
+    status = {k: v for k, v in plan.status.items() if k != "forecast"}  # new since the recording: additive
     return {
-        "status": json.loads(json.dumps(plan.status)),
+        "status": json.loads(json.dumps(status)),
         "events": [{"type": e.type, "reason": e.reason, "message": e.message} for e in plan.events],
         "routing": None
         if routing is None
