@@ -158,9 +158,7 @@ def forecast_decision(
     at_observed = _crossings(
         looks, now_variance, variances, observed, observed if assumed_effect is None else assumed_effect
     )
-    decided = np.cumsum(at_mde[0] + at_mde[1])
-    index = int(np.searchsorted(decided, 0.5 - 1e-12))
-    seconds = float(looks.seconds[min(index, len(looks.seconds) - 1)])
+    seconds = _median_time(looks.seconds, np.cumsum(at_mde[0] + at_mde[1]))
     power = float(np.clip(np.sum(at_observed[0]), 0.0, 1.0))
     return _with(
         base,
@@ -170,6 +168,18 @@ def forecast_decision(
         conditional_power=power,
         horizon_seconds=float(looks.seconds[-1]),
     )
+
+
+def _median_time(seconds: np.ndarray, decided: np.ndarray) -> float:
+    """When half the paths have decided, interpolated between the forecast's looks (it looks less often
+    than an mSPRT ticks, so the look at or after the median would be biased late)."""
+    index = min(int(np.searchsorted(decided, 0.5 - 1e-12)), len(seconds) - 1)
+    if len(seconds) == 1 or decided[index] < 0.5:
+        return float(seconds[index])
+    before_time = float(seconds[index - 1]) if index > 0 else 0.0
+    before = float(decided[index - 1]) if index > 0 else 0.0
+    share = (0.5 - before) / max(float(decided[index]) - before, 1e-12)
+    return before_time + share * (float(seconds[index]) - before_time)
 
 
 def _with(forecast: Forecast, **changes: Any) -> Forecast:
