@@ -1115,6 +1115,9 @@ class DecisionForecast(_Model):
     rate_basis: dict[str, Any] | None = Field(
         default=None, description="Counts when the current split was first seen (the rate's start); internal."
     )
+    computed_at: str | None = Field(
+        default=None, description="When the forecast was computed (every 60 s at most)."
+    )
 
 
 class ModelExperimentStatus(_Model):

@@ -23,6 +23,9 @@ from arbiter.rollout.view import TickView
 from arbiter.stats import Direction, Verdict
 from arbiter.stats.forecast import Forecast, forecast_decision
 
+#: A forecast is recomputed at most this often while its challenger, split and verdict stay the same.
+REFRESH_SECONDS = 60.0
+
 
 def human_duration(seconds: float | None) -> str:
     """``~40s``, ``~12m``, ``~3h``, ``~2d``, or ``n/a``."""
@@ -70,13 +73,17 @@ def forecast_status(
         return None
     counts = {champion: counters[champion].n, leader: counters[leader].n}
     basis = _rate_basis(view, counts, previous)
-    out: dict[str, Any] = {"variant": leader, "rateBasis": basis}
+    challenger_state = report.state.challengers.get(leader) if report.state else None
+    decided = challenger_state is not None and challenger_state.verdict is not None
+    if not decided and _recent(previous, leader, basis, view.now):
+        return dict(previous or {})
+    now = view.now.isoformat().replace("+00:00", "Z")
+    out: dict[str, Any] = {"variant": leader, "rateBasis": basis, "computedAt": now}
     seconds = (view.now - _time(basis["time"])).total_seconds()
     rates = {v: (counts[v] - basis["n"].get(v, 0.0)) / seconds if seconds > 0 else 0.0 for v in counts}
     config = decision_config(spec, metric, report.planned_sizes.get(PRIMARY_PLAN))
     elapsed = (view.now - view.started_at).total_seconds() if view.started_at else None
     config = replace(config, max_duration_seconds=parse_duration(spec.decision.max_duration))
-    challenger_state = report.state.challengers.get(leader) if report.state else None
     active = [c.name for c in spec.challengers if c.name not in (state.eliminated or ())]
     forecast = forecast_decision(
         counters[champion],
@@ -121,6 +128,21 @@ def _fields(forecast: Forecast) -> dict[str, Any]:
         out["decisionIn"] = "n/a"
         out["summary"] = f"no forecast: {forecast.error}"
     return out
+
+
+def _recent(
+    previous: Mapping[str, Any] | None, leader: str, basis: Mapping[str, Any], now: dt.datetime
+) -> bool:
+    """A forecast of the same challenger at the same split made less than REFRESH_SECONDS ago: keep it
+    (it costs up to ~0.1 s of CPU; a replica may tick hundreds of experiments)."""
+    if not isinstance(previous, Mapping) or previous.get("variant") != leader:
+        return False
+    if previous.get("secondsToDecision") is None or previous.get("rateBasis") != basis:
+        return False
+    try:
+        return (now - _time(str(previous["computedAt"]))).total_seconds() < REFRESH_SECONDS
+    except (KeyError, ValueError):
+        return False
 
 
 def _time(text: str) -> dt.datetime:

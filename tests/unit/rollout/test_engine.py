@@ -817,9 +817,12 @@ def test_the_forecast_measures_the_rate_at_the_current_split_and_says_when_the_t
     assert forecast["decisionIn"] == human_duration(forecast["secondsToDecision"])
     assert forecast["summary"].startswith("at this traffic a decision is expected in ~")
     ModelExperimentStatus.model_validate(run.status)  # the CRD's status schema holds it
-    # Half the traffic: the rate follows the counts, not the clock alone.
+    # Within a minute the forecast is kept (it is not free); then it follows the counts: half the traffic.
     run.tick(observe(primary=conversions(v1=(250, 2500), v2=(260, 2500))), after=10)
-    assert run.status["forecast"]["rateTreatment"] == pytest.approx(1500 / 20)
+    assert run.status["forecast"] == forecast
+    run.tick(observe(primary=conversions(v1=(300, 3000), v2=(312, 3000))), after=50)
+    assert run.status["forecast"]["rateTreatment"] == pytest.approx(2000 / 70)
+    assert run.status["forecast"]["computedAt"] != forecast["computedAt"]
 
 
 def test_the_forecast_of_a_decided_challenger_is_now() -> None:
