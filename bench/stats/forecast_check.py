@@ -102,7 +102,7 @@ def check_method(
     """Forecast at 20% of n, then simulate; per-run forecast and actual decision times and outcomes."""
     n_fixed = int(sample_size_proportion(BASELINE, MDE, alpha=ALPHA).sample_size_per_variant)
     sizes = _schedule(method, n_fixed)
-    start = int(np.searchsorted(sizes, START_FRACTION * n_fixed - 1e-9))
+    start = int(np.argmin(np.abs(sizes - START_FRACTION * n_fixed)))
     p_treatment = BASELINE * (1 + relative_effects)
     control, treatment = _simulate_paths(rng, p_treatment, sizes)
     first, won = _verdicts(method, control, treatment, sizes, n_fixed)
