@@ -72,6 +72,13 @@ def test_aa_experiment_is_never_promoted(rollout_env: Any, operator: OperatorPro
     if verdicts[-1] == "Futile":
         assert ended["decision"]["reason"].startswith("no improvement worth the MDE"), ended["decision"]
     wait_for_events(kube_api, env.namespace, "same", "Concluded")
+    # The engine forecast the decision for v2 from the real counts (status.forecast, docs/statistics.md);
+    # the recorder keeps a status only when phase/step/weights/verdicts change, so the last one counts too.
+    forecasts = [o.raw.get("forecast") or {} for o in seen] + [ended.get("forecast") or {}]
+    timed = [f for f in forecasts if f.get("secondsToDecision") is not None]
+    assert timed, [f.get("summary") for f in forecasts][-5:]
+    assert all(f["variant"] == "v2" and 0.0 <= f["conditionalPower"] <= 1.0 for f in timed), timed[-1]
+    assert all(f["rateTreatment"] > 0 and f["decisionIn"] != "n/a" for f in timed), timed[-1]
     # The split was right all along: no false sample-ratio alarm either.
     assert all(condition(o.raw, "SampleRatioMismatch").get("status") != "True" for o in seen)
 
