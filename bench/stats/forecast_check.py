@@ -126,7 +126,9 @@ def check_method(
         if first[run] != -1 and first[run] <= start:
             continue  # decided before the forecast
         c, t = ProportionStats(control[run, start], n_start), ProportionStats(treatment[run, start], n_start)
-        common = {"rate_control": RATE, "rate_treatment": RATE}
+        # The simulated mSPRT looks every 1% of n, i.e. every STEP_FRACTION * n / RATE seconds.
+        interval = STEP_FRACTION * n_fixed / RATE if method is Method.SEQUENTIAL else None
+        common = {"rate_control": RATE, "rate_treatment": RATE, "look_interval_seconds": interval}
         forecast = forecast_decision(c, t, config, state, **common)
         oracle = forecast_decision(
             c, t, config, state, assumed_effect=float(p_treatment[run] - BASELINE), **common

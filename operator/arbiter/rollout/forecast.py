@@ -95,6 +95,7 @@ def forecast_status(
         variant=leader,
         elapsed_seconds=elapsed,
         family_size=max(1, len(active)),
+        look_interval_seconds=parse_duration(spec.analysis.interval),
     )
     out.update(_fields(forecast))
     return out

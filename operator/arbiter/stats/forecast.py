@@ -91,6 +91,7 @@ def forecast_decision(
     elapsed_seconds: float | None = None,
     family_size: int = 1,
     assumed_effect: float | None = None,
+    look_interval_seconds: float | None = None,
 ) -> Forecast:
     """Forecast when the test decides (at the MDE) and the probability that it ends in Win.
 
@@ -106,6 +107,8 @@ def forecast_decision(
             first step, conservative for the others).
         assumed_effect: the true effect (metric units, positive = better) for ``conditional_power``;
             default the observed difference.
+        look_interval_seconds: how often the test looks (the analysis interval), for the mSPRT's
+            continuity correction; None: continuously.
 
     Returns:
         The forecast; ``error`` says why there is none (it never raises).
@@ -146,7 +149,17 @@ def forecast_decision(
     alpha = config.alpha / max(1, family_size)
     if method is Method.SEQUENTIAL:
         looks = _sequential_looks(
-            config, state, mde, alpha, variance_at, n_c, n_t, rate_control, rate_treatment, elapsed_seconds
+            config,
+            state,
+            mde,
+            alpha,
+            variance_at,
+            n_c,
+            n_t,
+            rate_control,
+            rate_treatment,
+            elapsed_seconds,
+            look_interval_seconds,
         )
     else:
         if config.planned_sample_size is None:
@@ -278,6 +291,7 @@ def _sequential_looks(
     rate_c: float,
     rate_t: float,
     elapsed_seconds: float | None,
+    look_interval_seconds: float | None,
 ) -> _Looks | str:
     """mSPRT: Win when the always-valid p-value reaches alpha, Futile when the two-sided confidence
     sequence rules out the MDE (Loss is inside that region); looks up to the time its radius is MDE/2,
@@ -317,12 +331,19 @@ def _sequential_looks(
         upper = np.array([msprt_one_sided_z_boundary(float(v), mixing, alpha) for v in variances])
     radii = np.sqrt(variances) * np.array([float(msprt_z_boundary(v, mixing, alpha)) for v in variances])
     lower = (mde - radii) / np.sqrt(variances)
-    # The operator looks every tick, nearly continuously; the forecast's looks are sparser. Siegmund's
-    # correction for discrete monitoring: a continuous boundary b behaves like a discrete one at
-    # b + 0.5826 sqrt(step), so bring the forecast's boundaries in by that much (on the Z scale).
+    # The operator looks every tick (``look_interval_seconds``; None: continuously), the forecast at
+    # sparser looks. Siegmund's correction for discrete monitoring: a boundary b watched continuously
+    # behaves like b + 0.5826 sqrt(step) watched at information steps of `step`; so the forecast's
+    # boundaries move by 0.5826 (sqrt(its step) - sqrt(the operator's step)) (on the Z scale).
     information = 1.0 / variances
+    times = np.concatenate([[0.0], seconds])
     steps = np.diff(np.concatenate([[1.0 / float(variance_at(np.zeros(1))[0])], information]))
-    shift = _SIEGMUND * np.sqrt(steps / information)
+    operator_steps = (
+        np.zeros_like(steps)
+        if look_interval_seconds is None
+        else steps / np.diff(times) * look_interval_seconds
+    )
+    shift = _SIEGMUND * (np.sqrt(steps) - np.sqrt(operator_steps)) / np.sqrt(information)
     upper, lower = upper - shift, lower + shift
     lower = np.minimum(lower, upper)
     lower[-1] = upper[-1]  # the last look decides everything: Win above, Futile below
