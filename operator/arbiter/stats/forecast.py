@@ -35,6 +35,9 @@ from arbiter.stats.sufficient import SufficientStats
 
 #: mSPRT looks are continuous in practice (every tick); the forecast places this many looks up to its horizon.
 SEQUENTIAL_LOOKS = 60
+#: The smallest step between two looks integrated over, as a share of the last look's information: it
+#: bounds the integration grid to a few thousand points.
+MIN_LOOK_STEP = 0.002
 #: Siegmund's constant -zeta(1/2)/sqrt(2 pi): the overshoot correction between discrete and continuous looks.
 _SIEGMUND = 0.5826
 
@@ -146,6 +149,44 @@ def forecast_decision(
         result: np.ndarray = var_t / (n_t + rate_treatment * seconds) + var_c / (n_c + rate_control * seconds)
         return result
 
+    try:
+        return _forecast(
+            base,
+            config,
+            state,
+            observed,
+            mde,
+            assumed_effect,
+            variance_at,
+            n_c,
+            n_t,
+            rate_control,
+            rate_treatment,
+            elapsed_seconds,
+            family_size,
+            look_interval_seconds,
+        )
+    except (ValueError, ArithmeticError) as exc:  # e.g. looks too close for the integration grid
+        return _with(base, error=f"cannot forecast: {exc}")
+
+
+def _forecast(
+    base: Forecast,
+    config: DecisionConfig,
+    state: ChallengerState,
+    observed: float,
+    mde: float,
+    assumed_effect: float | None,
+    variance_at: Callable[[np.ndarray], np.ndarray],
+    n_c: float,
+    n_t: float,
+    rate_control: float,
+    rate_treatment: float,
+    elapsed_seconds: float | None,
+    family_size: int,
+    look_interval_seconds: float | None,
+) -> Forecast:
+    method = config.method
     alpha = config.alpha / max(1, family_size)
     if method is Method.SEQUENTIAL:
         looks = _sequential_looks(
@@ -223,17 +264,42 @@ def _crossings(
     information = 1.0 / variances
     increments = information - 1.0 / now_variance
     scale = float(increments[-1])
+    if not (np.all(np.isfinite(increments)) and np.all(increments > 0) and scale > 0):
+        raise ValueError("the traffic adds no measurable information before the last look")
     # The increment W(s) = S(I0 + s) - S(I0) is a Brownian motion with drift `effect` in information s: on
     # the time scale u = s / scale it is sqrt(scale) * (standard BM with drift effect * sqrt(scale)).
     upper = (looks.upper * np.sqrt(information) - score) / np.sqrt(increments)
     lower = (looks.lower * np.sqrt(information) - score) / np.sqrt(increments)
-    ups, downs = crossing_probabilities(
-        list(increments / scale), list(upper), list(lower), drift=effect * math.sqrt(scale)
+    kept = _thinned(increments / scale)
+    ups, downs = np.zeros(len(increments)), np.zeros(len(increments))
+    ups[kept], downs[kept] = crossing_probabilities(
+        list(increments[kept] / scale), list(upper[kept]), list(lower[kept]), drift=effect * math.sqrt(scale)
     )
     # Whatever is still undecided at the last look ends there (Futile): count it as decided, not won.
     downs = downs.copy()
     downs[-1] = max(0.0, 1.0 - float(np.sum(ups)) - float(np.sum(downs[:-1])))
     return ups, downs
+
+
+def _thinned(times: np.ndarray) -> np.ndarray:
+    """Indices of the looks to integrate over: each at least MIN_LOOK_STEP after the one before (and 0).
+
+    The integration grid is as fine as the narrowest step between looks; two looks a hair apart (a
+    group-sequential look due now, 1e-9 traffic to one arm) would ask for millions of grid points.
+    """
+    kept: list[int] = []
+    last = 0.0
+    for index, time in enumerate(times):
+        if time - last >= MIN_LOOK_STEP:
+            kept.append(index)
+            last = float(time)
+    final = len(times) - 1
+    if not kept or kept[-1] != final:
+        # The last look decides everything, so it stays; the kept look too close before it goes.
+        if kept:
+            kept.pop()
+        kept.append(final)
+    return np.asarray(kept, dtype=int)
 
 
 def _time_to_samples(target: float, n_c: float, n_t: float, rate_c: float, rate_t: float) -> float:

@@ -172,3 +172,28 @@ def test_forecast_matches_simulated_experiments_at_the_mde(method: Method, plann
     ratio = result["actual_median"] / result["forecast_median"]
     assert 0.8 <= ratio <= 1.2, result
     assert abs(result["predicted_win"] - result["won"]) <= 0.08, result
+
+
+def test_odd_inputs_give_a_forecast_or_an_error_never_an_exception() -> None:
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        method = [Method.SEQUENTIAL, Method.GROUP_SEQUENTIAL, Method.FIXED_HORIZON][int(rng.integers(3))]
+        n_c, n_t = (int(x) for x in rng.integers(2, 50_000, 2))
+        config = DecisionConfig(
+            metric=MetricType.PROPORTION,
+            mde=float(rng.choice([1e-6, 0.01, 0.5, 3.0])),
+            method=method,
+            planned_sample_size=int(rng.integers(1, 60_000)),
+            sides=int(rng.choice([1, 2])),
+        )
+        forecast = forecast_decision(
+            ProportionStats(int(rng.integers(1, n_c)), n_c),
+            ProportionStats(int(rng.integers(1, n_t)), n_t),
+            config,
+            rate_control=float(rng.choice([1e-9, 0.01, 5.0, 1e6])),
+            rate_treatment=float(rng.choice([1e-9, 0.01, 5.0, 1e6])),
+            look_interval_seconds=float(rng.choice([0.001, 30.0, 1e5])),
+        )
+        if forecast.error is None:
+            assert forecast.seconds_to_decision is not None and forecast.seconds_to_decision >= 0
+            assert forecast.conditional_power is not None and 0.0 <= forecast.conditional_power <= 1.0
