@@ -18,6 +18,9 @@ Data are simulated as binomial counts per look (vectorised), and the library's o
 and boundary functions make the decisions. A run that never stops uses its design's maximum sample.
 ``samples_ratio_*`` is the mean sample at the decision divided by n. Then a 10-million-row Parquet
 file is generated under .bench/ (kept between runs) and ``arbiter analyze`` is timed on it.
+
+``forecast`` checks the decision forecast against simulated experiments (forecast_check.py): the median
+relative error of its time to a decision at the MDE and the calibration of its P(win).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from forecast_check import forecast_check  # bench/stats/forecast_check.py (this script's directory)
 from scipy import stats as sps
 
 from arbiter.stats import (
@@ -176,6 +180,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--bench-dir", default=os.environ.get("BENCH_DIR", ".bench/stats"))
     parser.add_argument("--seed", type=int, default=20240601)
+    parser.add_argument("--forecast-runs", type=int, default=300, help="runs per cell of the forecast check")
     args = parser.parse_args()
     started = time.perf_counter()
     rng = np.random.default_rng(args.seed)
@@ -206,6 +211,10 @@ def main() -> None:
         "95_5": srm_false_alarms(rng, args.runs, srm_looks, 100, [0.95, 0.05], srm_threshold),
     }
     simulation_seconds = time.perf_counter() - started
+    print(
+        f"forecast check: {args.forecast_runs} runs per design and scenario ...", file=sys.stderr, flush=True
+    )
+    forecast = forecast_check(args.forecast_runs, args.seed + 1)
     analyze = time_analyze(args.rows, Path(args.bench_dir))
     output = {
         "runs": args.runs,
@@ -227,6 +236,7 @@ def main() -> None:
         "srm_threshold": srm_threshold,
         "srm_false_alarm_rate": srm,
         "simulation_seconds": round(simulation_seconds, 2),
+        "forecast": forecast,
         "analyze_rows": args.rows,
         "analyze_10m_rows_seconds": round(analyze["seconds"], 2),
         "analyze_peak_rss_mb": round(analyze["peak_rss_mb"], 1),

@@ -175,11 +175,12 @@ def test_demo_scenario_on_real_models_ends_in_its_expected_phase(
         label_delay=(1.0, 3.0),
         max_seconds=400,
     )
-    others = set(DEMO.TERMINAL) - {expected.expected}
-    final = wait_for_phase(
-        kube_api, env.namespace, name, expected.expected, timeout=400, forbid_phases=others
-    )
-    assert final["phase"] == expected.expected
+    # The demo's own rule: its expected phase, or another it names as right too (``regression`` may end
+    # Concluded when Futile comes before Loss: no improvement worth the MDE, champion kept).
+    accepted = {expected.expected, *expected.also}
+    others = set(DEMO.TERMINAL) - accepted
+    final = wait_for_phase(kube_api, env.namespace, name, accepted, timeout=400, forbid_phases=others)
+    assert final["phase"] in accepted
     if scenario == "good":
         assert final["weights"] == {"v1": 0, "v2": 100}
     if scenario in ("regression", "latency"):

@@ -131,22 +131,21 @@ def test_better_challenger_is_promoted_through_every_step(
     wait_for_events(kube_api, env.namespace, "better", "Advanced", "Promoted")
 
 
-@pytest.mark.parametrize(
-    ("method", "mde"),
-    [("Sequential", 0.2), ("GroupSequential", 0.4)],
-    ids=["Sequential", "GroupSequential"],
-)
 def test_worse_challenger_is_rolled_back_by_the_primary_metric(
-    method: str, mde: float, rollout_env: Any, operator: OperatorProcess, kube_api: Any
+    rollout_env: Any, operator: OperatorProcess, kube_api: Any
 ) -> None:
-    """v2 converts 10% of its users against v1's 15%: the statistics roll it back, champion at 100%."""
+    """v2 converts 10% of its users against v1's 15%: a significant Loss rolls it back, champion at 100%.
+
+    Group-sequential with an MDE of 25% (planned ~1,560 per arm): its futility look is the final one, and
+    the Loss boundary is crossed before it in 199 of 200 simulated runs of this story (docs/rollout.md).
+    """
     env: RolloutEnv = rollout_env(experiment="worse")
     env.apply(
         [
             env.experiment(
                 steps=STEPS,
-                primary=conversion_metric(mde=mde),
-                test={"method": method, "alpha": 0.05, "power": 0.8},
+                primary=conversion_metric(mde=0.25),
+                test={"method": "GroupSequential", "alpha": 0.05, "power": 0.8},
             )
         ]
     )
@@ -164,14 +163,52 @@ def test_worse_challenger_is_rolled_back_by_the_primary_metric(
     decision = rolled_back["decision"]
     assert decision["outcome"] == "Rollback", decision
     assert "conversion" in decision["reason"], "the reason names the primary metric"
-    # Under the sequential test "cannot reach the MDE" (Futile) usually comes before "significantly
-    # worse" (Loss); a futile challenger estimated worse than the champion is rolled back all the same.
-    verdicts = primary_verdicts(rolled_back)
-    assert verdicts["v2"] in ("Loss", "Futile"), verdicts
-    if verdicts["v2"] == "Futile":
-        assert "estimated worse than the champion" in decision["reason"], decision
+    assert primary_verdicts(rolled_back)["v2"] == "Loss", "RolledBack means harm was shown"
     wait_for(lambda: all_recent_served_by(env, "v1"), timeout=30, message="users to be served by v1 only")
     wait_for_events(kube_api, env.namespace, "worse", "RolledBack")
+
+
+def test_worse_challenger_under_the_sequential_test_ends_keeping_the_champion(
+    rollout_env: Any, operator: OperatorProcess, kube_api: Any
+) -> None:
+    """The same worse v2 under the mSPRT: the champion gets 100% at the first final verdict.
+
+    "Cannot reach the MDE" (Futile) needs less evidence than "significantly worse" (Loss), so it usually
+    comes first (181 of 200 simulated runs of this story): the experiment then ends Concluded ("no
+    improvement worth the MDE") at once rather than keeping a worse model on traffic about 2x longer to
+    prove harm. When Loss comes first it is RolledBack; never RolledBack without a Loss.
+    """
+    env: RolloutEnv = rollout_env(experiment="worse-seq")
+    env.apply(
+        [
+            env.experiment(
+                steps=STEPS,
+                primary=conversion_metric(mde=0.2),
+                test={"method": "Sequential", "alpha": 0.05, "power": 0.8},
+            )
+        ]
+    )
+    env.traffic({"v1": 0.15, "v2": 0.10}, rate=150, max_seconds=200, seed=12)
+
+    ended = wait_for_status(
+        kube_api,
+        env.namespace,
+        "worse-seq",
+        lambda s: s.get("phase") in ("Concluded", "RolledBack"),
+        forbid=lambda s: s.get("phase") in ("Promoted", "Failed", "Paused"),
+        timeout=150,
+        message="the worse challenger to be stopped",
+    )
+    assert ended["weights"] == {"v1": 100, "v2": 0}
+    verdict = primary_verdicts(ended)["v2"]
+    if ended["phase"] == "RolledBack":
+        assert verdict == "Loss", ended["decision"]
+    else:
+        assert verdict == "Futile", ended["decision"]
+        assert ended["decision"]["outcome"] == "Conclude", ended["decision"]
+        assert ended["decision"]["reason"].startswith("no improvement worth the MDE"), ended["decision"]
+    wait_for(lambda: all_recent_served_by(env, "v1"), timeout=30, message="users to be served by v1 only")
+    wait_for_events(kube_api, env.namespace, "worse-seq", ended["phase"])
 
 
 def test_latency_breach_rolls_back_within_one_interval_and_one_scrape(

@@ -166,6 +166,17 @@ def test_status_shows_the_confidence_interval_and_get_o_wide_the_leader(
                 "srm": {"method": "Sequential", "pValue": 0.7, "mismatch": False},
             },
             "leading": {"variant": "v2", "relativeLift": 0.3, "pValue": 0.09},
+            "forecast": {
+                "variant": "v2",
+                "method": "Sequential",
+                "secondsToDecision": 10800.0,
+                "decisionIn": "~3h",
+                "samplesControl": 9000.0,
+                "samplesTreatment": 500.0,
+                "conditionalPower": 0.7,
+                "summary": "at this traffic a decision is expected in ~3h (if the true effect is the MDE); "
+                "if the true lift is the observed one, P(win) = 0.70",
+            },
         },
     )
     explained = kubectl(cluster, "arbiter", "status", long_name, "-n", namespace).stdout
@@ -174,14 +185,19 @@ def test_status_shows_the_confidence_interval_and_get_o_wide_the_leader(
     )
     assert row.split() == ["v2", "+30.0%", "+0.03", "[-0.005,", "+0.065]", "0.09", "0.09", "Inconclusive"]
     assert "Sample ratio (Sequential): p = 0.7" in explained
+    assert (
+        "Forecast (v2): at this traffic a decision is expected in ~3h (if the true effect is the MDE); "
+        "if the true lift is the observed one, P(win) = 0.70 [500 more v2 and 9000 more champion samples]"
+    ) in explained, explained
 
     wide = kubectl(cluster, "arbiter", "get", "-n", namespace, "-o", "wide").stdout.splitlines()
     assert wide[0].split() == [
-        "NAME", "MODE", "PHASE", "STEP", "WEIGHTS", "DECISION", "LEADER", "LIFT", "P-VALUE", "SAMPLES", "AGE"
+        "NAME", "MODE", "PHASE", "STEP", "WEIGHTS", "DECISION", "LEADER", "LIFT", "P-VALUE", "DECIDE-IN",
+        "P(WIN)", "SAMPLES", "AGE"
     ]  # fmt: skip
     rows = {line.split()[0]: line for line in wide[1:]}
-    assert rows[long_name].split()[1:10] == [
-        "Canary", "Progressing", "0", "v1=95,v2=5", "-", "v2", "+30.0%", "0.09", "v1=1200,v2=400"
+    assert rows[long_name].split()[1:12] == [
+        "Canary", "Progressing", "0", "v1=95,v2=5", "-", "v2", "+30.0%", "0.09", "~3h", "0.7", "v1=1200,v2=400"
     ]  # fmt: skip
     # Every column starts at the same offset on every line, whatever the length of the names.
     assert {line.index("Canary") for line in wide[1:]} == {wide[0].index("MODE")}
@@ -195,8 +211,8 @@ def test_status_shows_the_confidence_interval_and_get_o_wide_the_leader(
     plain = kubectl(cluster, "get", "mexp", long_name, "-n", namespace).stdout.splitlines()
     assert "LIFT" not in plain[0], "the statistics are -o wide columns (priority 1)"
     table = kubectl(cluster, "get", "mexp", long_name, "-n", namespace, "-o", "wide").stdout.splitlines()
-    assert table[0].split()[-3:] == ["LEADER", "LIFT", "P-VALUE"]
-    assert table[1].split()[-3:] == ["v2", "0.3", "0.09"]
+    assert table[0].split()[-5:] == ["LEADER", "LIFT", "P-VALUE", "DECIDE-IN", "P-WIN"]
+    assert table[1].split()[-5:] == ["v2", "0.3", "0.09", "~3h", "0.7"]
 
 
 def test_context_and_kubeconfig_flags_choose_the_cluster_and_namespace(

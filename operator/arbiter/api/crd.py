@@ -89,6 +89,21 @@ PRINTER_COLUMNS = [
         "priority": 1,
         "description": "The leading challenger's p-value on the primary metric.",
     },
+    # -o wide: the forecast of the decision (status.forecast, written by the engine).
+    {
+        "name": "Decide-In",
+        "type": "string",
+        "jsonPath": ".status.forecast.decisionIn",
+        "priority": 1,
+        "description": "Median time to a final verdict at the observed traffic if the true effect is the MDE.",
+    },
+    {
+        "name": "P-Win",
+        "type": "number",
+        "jsonPath": ".status.forecast.conditionalPower",
+        "priority": 1,
+        "description": "The probability that the test ends in Win if the true effect is the observed one.",
+    },
 ]
 
 

@@ -1305,6 +1305,50 @@ class DryRunStatus(_Model):
     )
 
 
+class DecisionForecast(_Model):
+    """When the primary metric's test is expected to decide for the leading challenger (docs/statistics.md)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    variant: str = Field(description="The challenger forecast: a winner, else the best estimate still in.")
+    method: str | None = Field(
+        default=None, description="The test: Sequential, GroupSequential or FixedHorizon."
+    )
+    seconds_to_decision: float | None = Field(
+        default=None,
+        description="Median seconds until a final verdict at the observed traffic if the true effect is the MDE.",
+    )
+    decision_in: str | None = Field(
+        default=None, description="secondsToDecision for people: ~40s, ~12m, ~3h."
+    )
+    samples_control: float | None = Field(default=None, description="Further champion samples in that time.")
+    samples_treatment: float | None = Field(
+        default=None, description="Further challenger samples in that time."
+    )
+    conditional_power: float | None = Field(
+        default=None, description="P(Win) if the true effect is the observed one, given the data so far."
+    )
+    mde: float | None = Field(
+        default=None, description="The MDE in the metric's units (towards improvement)."
+    )
+    observed_effect: float | None = Field(
+        default=None, description="The observed difference in the metric's units (positive = better)."
+    )
+    rate_control: float | None = Field(default=None, description="Champion units per second at this split.")
+    rate_treatment: float | None = Field(
+        default=None, description="Challenger units per second at this split."
+    )
+    horizon_seconds: float | None = Field(default=None, description="The latest look the forecast places.")
+    summary: str | None = Field(default=None, description="The forecast in one sentence.")
+    reason: str | None = Field(default=None, description="Why there is no forecast.")
+    rate_basis: dict[str, Any] | None = Field(
+        default=None, description="Counts when the current split was first seen (the rate's start); internal."
+    )
+    computed_at: str | None = Field(
+        default=None, description="When the forecast was computed (every 60 s at most)."
+    )
+
+
 class ModelExperimentStatus(_Model):
     """What the operator observed and decided. Everything needed to resume lives here."""
 
@@ -1346,6 +1390,10 @@ class ModelExperimentStatus(_Model):
         default=None,
         description="The challenger ahead on the primary metric, with its lift and p-value (a summary of "
         "analysis.primary, written by the operator).",
+    )
+    forecast: DecisionForecast | None = Field(
+        default=None,
+        description="When the primary metric is expected to decide for the leading challenger, and P(win).",
     )
     handled_actions: dict[str, str] | None = Field(
         default=None, description="The arbiter.dev/<action> annotation values already acted on."

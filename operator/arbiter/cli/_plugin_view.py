@@ -103,7 +103,7 @@ def leading_of(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 LIST_HEADER = ["NAME", "MODE", "PHASE", "STEP", "WEIGHTS", "DECISION"]
-WIDE_HEADER = [*LIST_HEADER, "LEADER", "LIFT", "P-VALUE", "SAMPLES", "AGE"]
+WIDE_HEADER = [*LIST_HEADER, "LEADER", "LIFT", "P-VALUE", "DECIDE-IN", "P(WIN)", "SAMPLES", "AGE"]
 
 
 def list_table(
@@ -130,6 +130,7 @@ def list_table(
                 str(leading.get("variant", "-")),
                 percent(leading.get("relativeLift")),
                 number(leading.get("pValue"), 3),
+                *forecast_cells(status),
                 ",".join(f"{v}={count(n)}" for v, n in counts.items()) or "-",
                 age(meta.get("creationTimestamp"), now),
             ]
@@ -167,6 +168,28 @@ def gate_lines(status: Mapping[str, Any]) -> list[str]:
             f" [{entry.get('attempts', 1)}x]"
         )
     return [("Gates:      " if i == 0 else "            ") + line for i, line in enumerate(lines)]
+
+
+def forecast_cells(status: Mapping[str, Any]) -> list[str]:
+    """``status.forecast`` as the list's DECIDE-IN and P(WIN) cells."""
+    forecast = status.get("forecast") or {}
+    if not isinstance(forecast, Mapping):
+        return ["-", "-"]
+    return [str(forecast.get("decisionIn") or "-"), number(forecast.get("conditionalPower"), 2)]
+
+
+def forecast_line(status: Mapping[str, Any]) -> str | None:
+    """One line on when the test is expected to decide for the leading challenger (None: no forecast)."""
+    forecast = status.get("forecast") or {}
+    if not isinstance(forecast, Mapping) or not forecast.get("summary"):
+        return None
+    extra = ""
+    if forecast.get("samplesTreatment") is not None and forecast.get("samplesControl") is not None:
+        extra = (
+            f" [{count(forecast.get('samplesTreatment'))} more {forecast.get('variant', 'challenger')} and "
+            f"{count(forecast.get('samplesControl'))} more champion samples]"
+        )
+    return f"Forecast ({forecast.get('variant', '-')}): {forecast['summary']}{extra}"
 
 
 def _threshold(guardrail: Mapping[str, Any]) -> str:
@@ -277,6 +300,9 @@ def experiment_view(body: Mapping[str, Any], now: dt.datetime) -> str:
         )
     if primary.get("error"):
         lines.append(f"  ({primary['error']})")
+    forecast = forecast_line(status)
+    if forecast and results:
+        lines.append(forecast)
     secondary = [r for r in (status.get("analysis") or {}).get("secondary") or [] if isinstance(r, Mapping)]
     if secondary:
         lines += ["", "Secondary metrics (Holm-adjusted across metrics and challengers; they never decide):"]

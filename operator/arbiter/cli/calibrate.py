@@ -267,8 +267,7 @@ def _print_human(report: dict[str, Any]) -> None:
     low, high = report["false_rollback_ci_low"], report["false_rollback_ci_high"]
     print(
         f"false-rollback rate: {rate:.1%} (95% CI {low:.1%}-{high:.1%}) over {n:,} A/A pseudo-experiments: "
-        f"{report['rolled_back_by_guardrail']} by a guardrail, {report['rolled_back_by_loss']} by a Loss, "
-        f"{report['rolled_back_futile_worse']} futile with a worse estimate"
+        f"{report['rolled_back_by_guardrail']} by a guardrail, {report['rolled_back_by_loss']} by a Loss"
     )
     print(
         f"harm shown (guardrail or Loss) in {report['harm_only_rate']:.1%}; false promotions "

@@ -47,6 +47,7 @@ from arbiter.rollout.controls import (
 )
 from arbiter.rollout.counters import read_counters, step_samples
 from arbiter.rollout.dry_run import LiveSplit
+from arbiter.rollout.forecast import forecast_status
 from arbiter.rollout.gates import GateCall, GateVerdict, judge_gates, judge_post_rollback, stored_results
 from arbiter.rollout.guardrails import judge_guardrails
 from arbiter.rollout.observations import Observations
@@ -178,6 +179,11 @@ def step(
     )
     secondary = judge_secondary(spec, counters.data, rec.state.secondary, primary.planned_sizes)
     record.apply_metrics(rec, primary, secondary)
+    forecast = forecast_status(
+        spec, rec.view(), rec.state, primary, counters.data.get("primary", {}), status.get("forecast")
+    )
+    if forecast is not None:
+        rec.status["forecast"] = forecast
     if rec.phase is not Phase.PROGRESSING or not availability.available or not srm.ok:
         rec.hold_weights()
         return rec.plan()

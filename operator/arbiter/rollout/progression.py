@@ -103,8 +103,9 @@ def _eliminate(
 ) -> tuple[EngineState, tuple[Elimination, ...], Rollback | End | None]:
     """Take challengers that lost or cannot win out of the traffic; end when none is left.
 
-    When every challenger is out: roll back if any lost, or cannot reach the MDE and is estimated worse
-    than the champion; otherwise conclude, keeping the champion.
+    When every challenger is out: roll back if any lost (significant harm); otherwise conclude, keeping the
+    champion. A futile challenger showed no improvement worth the MDE, not harm, whatever the sign of its
+    estimate: ``RolledBack`` pages people, so it means harm was shown (docs/rollout.md).
     """
     metric = spec.analysis.primary
     challengers = [c.name for c in spec.challengers]
@@ -123,27 +124,16 @@ def _eliminate(
     state = replace(state, eliminated=tuple(eliminated))
     if not challengers or len(eliminated) < len(challengers) or metric is None:
         return state, tuple(events), None
-    direction = 1 if metric.direction.value == "Increase" else -1
-
-    def verdict_of(c: str) -> Verdict | None:
-        return results[c].verdict if c in results else None
-
-    bad = [
-        c
-        for c in challengers
-        if verdict_of(c) is Verdict.LOSS
-        or (verdict_of(c) is Verdict.FUTILE and direction * (results[c].absolute_difference or 0.0) < 0)
-    ]
-    if bad:
-        worst = results[bad[0]]
-        why = (
-            worst.reason
-            if verdict_of(bad[0]) is Verdict.LOSS
-            else f"cannot reach the minimum detectable effect and is estimated worse than the champion: {worst.reason}"
+    lost = [c for c in challengers if c in results and results[c].verdict is Verdict.LOSS]
+    if lost:
+        worst = results[lost[0]]
+        return (
+            state,
+            tuple(events),
+            Rollback(f"{metric.name}: {worst.reason} (p = {format_number(worst.p_value)})"),
         )
-        return state, tuple(events), Rollback(f"{metric.name}: {why} (p = {format_number(worst.p_value)})")
     first = results[challengers[0]]
-    reason = f"no challenger can reach the minimum detectable effect ({first.reason}); keeping the champion"
+    reason = f"no improvement worth the MDE: no challenger can reach the minimum detectable effect ({first.reason}); keeping the champion"
     return state, tuple(events), End(Phase.CONCLUDED, DecisionOutcome.CONCLUDE, reason, spec.champion.name)
 
 

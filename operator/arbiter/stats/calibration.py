@@ -12,9 +12,9 @@ champion, so every rollback is a false one; the share of replicates that roll ba
 Clopper-Pearson interval, estimates the false-rollback rate before the configuration is enforced.
 
 Outcomes follow the engine (docs/rollout.md, "Verdicts and what follows"): a guardrail trip or a
-``Loss`` rolls back; ``Futile`` with an estimate worse than the champion's rolls back too (reported
-apart: issue 13 asks that it conclude instead); ``Win`` promotes (a false promotion); ``Futile`` that is
-not worse concludes; otherwise the history ends undecided.
+``Loss`` rolls back (harm was shown); ``Win`` promotes (a false promotion); ``Futile`` concludes keeping
+the champion, whatever the sign of its estimate ("no improvement worth the MDE"); otherwise the history
+ends undecided.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats as sps
 
-from arbiter.stats._types import Direction, JsonResult, Method, MetricType, Verdict
+from arbiter.stats._types import JsonResult, Method, MetricType, Verdict
 from arbiter.stats.decision import DecisionConfig, DecisionState, decide
 from arbiter.stats.guardrail import guardrail_harm_test
 from arbiter.stats.planning import sample_size_mean, sample_size_proportion
@@ -95,7 +95,6 @@ class CalibrationResult(JsonResult):
     false_rollback_ci_high: float
     rolled_back_by_guardrail: int
     rolled_back_by_loss: int
-    rolled_back_futile_worse: int
     harm_only_rate: float
     promoted: int
     false_promotion_rate: float
@@ -209,10 +208,6 @@ def replay_once(
         if verdict.verdict is Verdict.LOSS:
             return {"outcome": "RolledBack", "cause": "Loss", "tick": tick + 1}
         if verdict.verdict is Verdict.FUTILE:
-            good = 1.0 if config.direction is Direction.INCREASE else -1.0
-            worse = good * verdict.absolute_difference < 0
-            if worse:
-                return {"outcome": "RolledBack", "cause": "Futile, estimate worse", "tick": tick + 1}
             return {"outcome": "Concluded", "cause": "Futile", "tick": tick + 1}
     return {"outcome": "Undecided", "cause": "history ended", "tick": history.ticks}
 
@@ -239,7 +234,7 @@ def calibrate(
     def failed(message: str) -> CalibrationResult:
         nan = math.nan
         return CalibrationResult(
-            0, 0, nan, nan, nan, 0, 0, 0, nan, 0, nan, 0, 0, None, history.ticks, error=message
+            0, 0, nan, nan, nan, 0, 0, nan, 0, nan, 0, 0, None, history.ticks, error=message
         )
 
     error = config.validation_error()
@@ -263,7 +258,6 @@ def calibrate(
     rolled = [o for o in outcomes if o["outcome"] == "RolledBack"]
     by_guardrail = sum(1 for o in rolled if o["cause"].startswith("guardrail"))
     by_loss = sum(1 for o in rolled if o["cause"] == "Loss")
-    futile_worse = len(rolled) - by_guardrail - by_loss
     promoted = sum(1 for o in outcomes if o["outcome"] == "Promoted")
     low, high = _rate_ci(len(rolled), replicates)
     return CalibrationResult(
@@ -274,7 +268,6 @@ def calibrate(
         false_rollback_ci_high=high,
         rolled_back_by_guardrail=by_guardrail,
         rolled_back_by_loss=by_loss,
-        rolled_back_futile_worse=futile_worse,
         harm_only_rate=(by_guardrail + by_loss) / replicates,
         promoted=promoted,
         false_promotion_rate=promoted / replicates,

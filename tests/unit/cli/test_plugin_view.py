@@ -161,3 +161,27 @@ def test_gate_answers_are_listed_with_their_step_and_attempts() -> None:
     shown = view.experiment_view({"metadata": {"name": "g"}, "spec": SPEC, "status": status}, NOW)
     assert "Gates:      smoke (preRollout): passed, HTTP 200 [1x]" in shown
     assert "            load (step, step 1): FAILED, HTTP 503 [4x]" in shown
+
+
+def test_the_forecast_shows_in_the_wide_list_and_in_status() -> None:
+    forecast = {
+        "variant": "v2",
+        "decisionIn": "~3h",
+        "conditionalPower": 0.7034,
+        "samplesControl": 21000.0,
+        "samplesTreatment": 5250.0,
+        "summary": "at this traffic a decision is expected in ~3h (if the true effect is the MDE); "
+        "if the true lift is the observed one, P(win) = 0.70",
+    }
+    body = {**BODY, "status": {**STATUS, "forecast": forecast}}
+    wide = view.list_table([body], show_namespace=False, wide=True, now=NOW).splitlines()
+    cells = dict(zip(wide[0].split(), wide[1].split(), strict=True))
+    assert (cells["DECIDE-IN"], cells["P(WIN)"]) == ("~3h", "0.7")
+    text = view.experiment_view(body, NOW)
+    assert (
+        "Forecast (v2): at this traffic a decision is expected in ~3h (if the true effect is the MDE); if the "
+        "true lift is the observed one, P(win) = 0.70 [5250 more v2 and 21000 more champion samples]"
+    ) in text
+    without = view.list_table([BODY], show_namespace=False, wide=True, now=NOW).splitlines()
+    assert dict(zip(without[0].split(), without[1].split(), strict=True))["DECIDE-IN"] == "-"
+    assert "Forecast" not in view.experiment_view(BODY, NOW)

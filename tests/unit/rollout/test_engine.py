@@ -762,13 +762,27 @@ def test_a_losing_challenger_among_several_is_eliminated_and_the_rest_go_on() ->
     assert run.status["weights"] == {"v1": 50, "v2": 50, "v3": 0}
 
 
-def test_a_futile_and_worse_challenger_is_rolled_back_not_concluded() -> None:
+def test_a_futile_and_worse_challenger_concludes_because_no_harm_was_shown() -> None:
+    """RolledBack pages people: an estimate below the champion's that is not a significant Loss concludes."""
     run = Run(make_spec(mode="ABTest", steps=None, analysis__primary__minimumDetectableEffect=0.5))
     run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
     run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
     run.tick(observe(primary=conversions(v1=(1000, 10000), v2=(960, 10000))))
+    assert run.phase == "Concluded", run.status["decision"]
+    assert run.status["decision"]["outcome"] == "Conclude"
+    assert run.status["decision"]["reason"].startswith("no improvement worth the MDE: ")
+    assert run.status["weights"] == {"v1": 100, "v2": 0}, "the same traffic as a rollback: champion only"
+    assert "Concluded" in run.events() and "RolledBack" not in run.events()
+
+
+def test_a_significantly_worse_challenger_is_rolled_back() -> None:
+    run = Run(make_spec(mode="ABTest", steps=None, analysis__primary__minimumDetectableEffect=0.5))
+    run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    run.tick(observe(primary=conversions(v1=(1000, 10000), v2=(700, 10000))))
     assert run.phase == "RolledBack", run.status["decision"]
-    assert "estimated worse than the champion" in run.status["decision"]["reason"]
+    assert run.status["analysis"]["primary"]["results"][0]["verdict"] == "Loss"
+    assert "RolledBack" in run.events()
 
 
 def test_a_futile_but_not_worse_challenger_concludes() -> None:
@@ -778,3 +792,58 @@ def test_a_futile_but_not_worse_challenger_concludes() -> None:
     run.tick(observe(primary=conversions(v1=(1000, 10000), v2=(1010, 10000))))
     assert run.phase == "Concluded", run.status["decision"]
     assert run.status["weights"] == {"v1": 100, "v2": 0}
+
+
+def test_the_forecast_measures_the_rate_at_the_current_split_and_says_when_the_test_decides() -> None:
+    """status.forecast (issue 13 §5): no forecast until a rate was measured at this split, then one."""
+    from arbiter.api.v1alpha1 import ModelExperimentStatus
+    from arbiter.rollout.forecast import human_duration
+
+    run = Run(make_spec(mode="ABTest", steps=None, analysis__primary__minimumDetectableEffect=0.1))
+    run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    run.tick(observe(primary=conversions(v1=(100, 1000), v2=(104, 1000))))
+    first = run.status["forecast"]
+    assert first["variant"] == "v2" and first["decisionIn"] == "n/a", first
+    assert "no traffic rate" in first["summary"]
+    run.tick(observe(primary=conversions(v1=(200, 2000), v2=(208, 2000))), after=10)
+    forecast = run.status["forecast"]
+    assert forecast["rateControl"] == pytest.approx(100.0) and forecast["rateTreatment"] == pytest.approx(
+        100.0
+    )
+    assert forecast["method"] == "Sequential" and 0.0 < forecast["conditionalPower"] < 1.0
+    assert forecast["secondsToDecision"] > 0 and forecast["samplesTreatment"] == pytest.approx(
+        100.0 * forecast["secondsToDecision"]
+    )
+    assert forecast["decisionIn"] == human_duration(forecast["secondsToDecision"])
+    assert forecast["summary"].startswith("at this traffic a decision is expected in ~")
+    ModelExperimentStatus.model_validate(run.status)  # the CRD's status schema holds it
+    # Within a minute the forecast is kept (it is not free); then it follows the counts: half the traffic.
+    run.tick(observe(primary=conversions(v1=(250, 2500), v2=(260, 2500))), after=10)
+    assert run.status["forecast"] == forecast
+    run.tick(observe(primary=conversions(v1=(300, 3000), v2=(312, 3000))), after=50)
+    assert run.status["forecast"]["rateTreatment"] == pytest.approx(2000 / 70)
+    assert run.status["forecast"]["computedAt"] != forecast["computedAt"]
+
+
+def test_the_forecast_of_a_decided_challenger_is_now() -> None:
+    run = Run(make_spec(mode="ABTest", steps=None, decision__onWin="Pause"))
+    run.tick(observe(primary=conversions(v1=(0, 0), v2=(0, 0))))
+    run.tick(observe(primary=conversions(v1=(1000, 10000), v2=(1050, 10000))))
+    run.tick(observe(primary=conversions(v1=(2000, 20000), v2=(3000, 20000))))
+    assert run.status["analysis"]["primary"]["results"][0]["verdict"] == "Win"
+    forecast = run.status["forecast"]
+    assert (forecast["secondsToDecision"], forecast["conditionalPower"], forecast["decisionIn"]) == (
+        0.0,
+        1.0,
+        "now",
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, "n/a"), (0.0, "now"), (42.0, "~42s"), (150.0, "~2m"), (10800.0, "~3h"), (2e5, "~2d")],
+)
+def test_the_forecast_reads_like_a_person_would_say_it(seconds: float | None, text: str) -> None:
+    from arbiter.rollout.forecast import human_duration
+
+    assert human_duration(seconds) == text

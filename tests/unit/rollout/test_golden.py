@@ -15,7 +15,13 @@ Deliberate differences, each adjusted for explicitly (and nothing else):
   new split is in place instead of judging the step on samples counted since the start;
 - status fields added after the recording (:data:`ADDED_STATUS_FIELDS`) are dropped before comparing;
 - a guardrail that could not be judged then and is judged now (:data:`JUDGED_NOW`) changes only its own
-  judgement.
+  judgement;
+- a deliberate behaviour change (issue 13 §6, :data:`FUTILE_CONCLUDES`): ``RolledBack`` means harm was shown.
+  When every challenger is out and none lost, the experiment ends ``Concluded`` with the reason "no improvement
+  worth the MDE: ..." even if a futile challenger's estimate is below the champion's. Ticks 143 (an A/A-like
+  run: 0.096 vs 0.1, p = 1), 220, 604 and 982 used to roll back such a challenger (``RolledBack``, Warning
+  Event); they now conclude with the same traffic (champion 100%, ``routing`` unchanged). Tick 146 already
+  concluded; only its reason gains the "no improvement worth the MDE: " prefix.
 """
 
 from __future__ import annotations
@@ -62,9 +68,42 @@ FIXED_TICKS: dict[int, dict[str, str]] = {
 }
 
 
+#: Recorded ticks that ended on futility without a Loss: concluded (or worded) differently on purpose.
+FUTILE_CONCLUDES = frozenset({143, 146, 220, 604, 982})
+
+_FUTILE_ROLLBACK = re.compile(
+    r'"\w+: cannot reach the minimum detectable effect and is estimated worse than the champion: (.*?) \(p = [^)]*\)"'
+)
+_NO_IMPROVEMENT = "no improvement worth the MDE: no challenger can reach the minimum detectable effect"
+
+
+def futile_concluded(expected: dict[str, Any]) -> dict[str, Any]:
+    """A recorded end on futility as the engine now writes it: Concluded, not RolledBack, same traffic."""
+    text = json.dumps(expected)
+    text = _FUTILE_ROLLBACK.sub(lambda m: f'"{_NO_IMPROVEMENT} ({m.group(1)}); keeping the champion"', text)
+    text = text.replace('"no challenger can reach the minimum detectable effect', f'"{_NO_IMPROVEMENT}')
+    changed: dict[str, Any] = json.loads(text)
+    status = changed["status"]
+    if changed["outcome"] == "Rollback":
+        changed["outcome"] = status["decision"]["outcome"] = "Conclude"
+        status["phase"] = status["history"][-1]["to"] = "Concluded"
+        changed["events"] = [
+            {**e, "type": "Normal", "reason": "Concluded"} if e["reason"] == "RolledBack" else e
+            for e in changed["events"]
+        ]
+        for condition in status["conditions"]:
+            condition["reason"] = {"RolledBack": "Concluded", "Rollback": "Conclude"}.get(
+                condition["reason"], condition["reason"]
+            )
+    return changed
+
+
 def expected_of(tick: dict[str, Any], index: int | None = None) -> dict[str, Any]:
-    """The recorded result of a tick, with the deliberate fixes of :data:`FIXED_TICKS` applied."""
+    """The recorded result of a tick, with the deliberate changes of :data:`FIXED_TICKS` and
+    :data:`FUTILE_CONCLUDES` applied."""
     expected = respelled(tick["expected"])
+    if index in FUTILE_CONCLUDES:
+        expected = futile_concluded(expected)
     for what, text in FIXED_TICKS.get(index if index is not None else -1, {}).items():
         status = expected["status"]
         if what == "decision":
@@ -111,7 +150,7 @@ def decode_observations(raw: dict[str, Any]) -> Observations:
 
 #: Status fields added after the recording, as paths of keys: the recording cannot hold them, so the replay
 #: drops them before comparing (their values are tested where they are computed).
-ADDED_STATUS_FIELDS: tuple[tuple[str, ...], ...] = (("analysis", "primary", "variants"),)
+ADDED_STATUS_FIELDS: tuple[tuple[str, ...], ...] = (("analysis", "primary", "variants"), ("forecast",))
 
 
 def without_added_fields(status: dict[str, Any]) -> dict[str, Any]:
@@ -201,3 +240,21 @@ def test_a_guardrail_judged_now_changes_only_its_judgement(index: int) -> None:
     assert others == [
         g for g in expected["status"]["guardrails"] if (g["name"], g["variant"]) != (name, variant)
     ]
+
+
+def test_the_futile_conclusions_change_exactly_the_ticks_listed() -> None:
+    """Every end on futility in the recording is listed in :data:`FUTILE_CONCLUDES`, and nothing else is."""
+    ticks = recorded()["ticks"]
+    futile_ends = {
+        i
+        for i, t in enumerate(ticks)
+        if t["expected"]["outcome"] in ("Rollback", "Conclude")
+        and re.match(
+            r"(\w+: cannot reach|no challenger can reach)", t["expected"]["status"]["decision"]["reason"]
+        )
+    }
+    assert futile_ends == FUTILE_CONCLUDES
+    for index in FUTILE_CONCLUDES:
+        changed = futile_concluded(respelled(ticks[index]["expected"]))
+        assert changed["status"]["phase"] == "Concluded"
+        assert changed["status"]["decision"]["reason"].startswith("no improvement worth the MDE: ")

@@ -339,24 +339,25 @@ def test_an_eliminated_challenger_is_not_announced_twice() -> None:
         pytest.param(
             "Increase",
             [(Verdict.FUTILE, -0.01)],
-            Rollback,
-            "conversion: cannot reach the minimum detectable effect and is estimated worse than the champion: "
-            "v2 is Futile (p = 0.01)",
-            id="futile-and-worse",
+            End,
+            "no improvement worth the MDE: no challenger can reach the minimum detectable effect (v2 is Futile); "
+            "keeping the champion",
+            id="futile-and-worse-is-no-harm-shown",
         ),
         pytest.param(
             "Increase",
             [(Verdict.FUTILE, 0.001)],
             End,
-            "no challenger can reach the minimum detectable effect (v2 is Futile); keeping the champion",
+            "no improvement worth the MDE: no challenger can reach the minimum detectable effect (v2 is Futile); "
+            "keeping the champion",
             id="futile-not-worse",
         ),
         pytest.param(
             "Decrease",
             [(Verdict.FUTILE, 0.01)],
-            Rollback,
-            "estimated worse",
-            id="futile-worse-when-lower-is-better",
+            End,
+            "no improvement worth the MDE",
+            id="futile-worse-when-lower-is-better-concludes",
         ),
         pytest.param(
             "Decrease",
@@ -371,6 +372,20 @@ def test_an_eliminated_challenger_is_not_announced_twice() -> None:
             Rollback,
             "conversion: v3 is Loss",
             id="several-one-lost",
+        ),
+        pytest.param(
+            "Increase",
+            [(Verdict.LOSS, -0.02), (Verdict.FUTILE, -0.01)],
+            Rollback,
+            "conversion: v2 is Loss",
+            id="several-one-lost-one-futile-and-worse",
+        ),
+        pytest.param(
+            "Increase",
+            [(Verdict.FUTILE, -0.01), (Verdict.FUTILE, -0.02)],
+            End,
+            "no improvement worth the MDE",
+            id="several-all-futile-and-worse-concludes",
         ),
         pytest.param(
             "Increase",
