@@ -44,5 +44,8 @@ def reach(point: str, phase: str | None) -> None:
         return
     log.warning("%s=%s: crash point reached (deciding %s), SIGKILL now", ENV, os.environ.get(ENV), phase)
     for handler in logging.getLogger().handlers:
-        handler.flush()
+        try:
+            handler.flush()
+        except (OSError, ValueError):  # a closed stream: the kill matters more than the last line
+            pass
     os.kill(os.getpid(), signal.SIGKILL)
