@@ -312,7 +312,9 @@ async def tick(
         routed = await asyncio.to_thread(_route, spec, namespace, name, before, plan)
     except RoutingError as exc:
         telemetry.ROUTING_ERRORS.labels(spec.routing.provider.value).inc()
-        # Nothing of this tick is recorded: the next tick decides again from the same status.
+        # Nothing of this tick is recorded: the next tick decides again from the same status, after
+        # reading the live split (a provider may have applied part of the change before it failed).
+        memo["split_checked"] = False
         status = dict(before)
         status["conditions"] = set_condition(
             status.get("conditions"),
