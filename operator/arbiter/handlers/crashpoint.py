@@ -15,6 +15,7 @@ Unset (the default, and in every deployment) nothing here does anything.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -44,8 +45,7 @@ def reach(point: str, phase: str | None) -> None:
         return
     log.warning("%s=%s: crash point reached (deciding %s), SIGKILL now", ENV, os.environ.get(ENV), phase)
     for handler in logging.getLogger().handlers:
-        try:
+        # A closed stream must not stop the kill: the crash matters more than the last log line.
+        with contextlib.suppress(OSError, ValueError):
             handler.flush()
-        except (OSError, ValueError):  # a closed stream: the kill matters more than the last line
-            pass
     os.kill(os.getpid(), signal.SIGKILL)
