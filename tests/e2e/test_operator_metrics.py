@@ -290,10 +290,12 @@ def test_operator_metrics_follow_the_status_and_every_dashboard_panel_has_data(
         "pValue": result["pValue"],
     }
     wide = cluster.kubectl("get", "mexp", name, "-n", env.namespace, "-o", "wide").stdout.splitlines()
-    assert wide[0].split()[-3:] == ["LEADER", "LIFT", "P-VALUE"]
-    assert wide[1].split()[-3] == "v2"
-    assert float(wide[1].split()[-2]) == pytest.approx(result["relativeLift"], rel=1e-3)
-    assert float(wide[1].split()[-1]) == pytest.approx(result["pValue"], rel=1e-3, abs=1e-9)
+    header, row = wide[0].split(), wide[1].split()
+    assert header[-5:] == ["LEADER", "LIFT", "P-VALUE", "DECIDE-IN", "P-WIN"]
+    cells = dict(zip(header, row, strict=True))
+    assert cells["LEADER"] == "v2"
+    assert float(cells["LIFT"]) == pytest.approx(result["relativeLift"], rel=1e-3)
+    assert float(cells["P-VALUE"]) == pytest.approx(result["pValue"], rel=1e-3, abs=1e-9)
 
     # Every dashboard query, variables filled in, returns data from the Prometheus that scrapes it all.
     assert env.namespace in label_values(prometheus, "namespace", "arbiter_experiment_info")
